@@ -1,0 +1,101 @@
+"""The ``pulsetrace`` command line: one table of sub-commands, each in its own module.
+
+Every command takes ``--config``; errors are one readable line on stderr (a bad
+configuration: one line per problem and exit code 2), never a traceback unless
+``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: command name → module defining ``register(subparsers, common)``; imported lazily.
+COMMANDS: dict[str, str] = {
+    "run": "agent.cli_run",
+    "serve": "agent.cli_health",
+    "check": "agent.cli_health",
+    "sla": "agent.cli_health",
+    "config": "agent.cli_config",
+    "traces": "agent.cli_traces",
+    "status": "agent.cli_traces",
+    "servicemap": "agent.cli_servicemap",
+    "cloudwatch": "agent.cli_cloudwatch",
+    "demo": "agent.cli_demo",
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own usage errors: one line and exit 2, like a bad config.
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"pulsetrace: error: {message}\n")
+        raise SystemExit(2)
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="configuration file (default: $PULSETRACE_CONFIG, "
+                        "./pulsetrace.yaml)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    return common
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    common = common_options()
+    parser = _Parser(prog="pulsetrace", description="Tracing and health agent for Python services on AWS.",
+                     parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # Import only the module of the command asked for, so `pulsetrace run` starts fast.
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    modules = [COMMANDS[wanted]] if wanted in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from agent.config_validate import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        return 2
+    except CliError as exc:
+        sys.stderr.write(f"pulsetrace: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        sys.stderr.write(f"pulsetrace: {type(exc).__name__}: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The one process-wide object: the configured agent.
+
+:func:`start` loads the configuration, builds the tracer provider (X-Ray-compatible
+ids, tiered sampler, the span pipeline and its exporters), installs the propagators
+(W3C ``traceparent`` + baggage + ``X-Amzn-Trace-Id``) and activates the
+instrumentations for the libraries that are installed. :func:`shutdown` undoes all
+of it within its timeout. Importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.config import Config, load_config
+from agent.selfmetrics import SelfMetrics
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from agent.pipeline import SpanPipeline
+
+_log = logging.getLogger("pulsetrace")
+_lock = threading.Lock()
+_AGENT: Agent | None = None
+
+
+@dataclass
+class Agent:
+    config: Config
+    metrics: SelfMetrics
+    provider: TracerProvider
+    pipeline: SpanPipeline
+    #: Per-request operation metrics (CloudWatch); ``None`` when metrics are off.
+    recorder: Any = None
+    instrumented: list[str] = field(default_factory=list)
+    role: str = "app"
+    _extra_shutdown: list[Any] = field(default_factory=list)
+
+    def tracer(self, name: str = "pulsetrace") -> Any:
+        return self.provider.get_tracer(name)
+
+
+def current() -> Agent | None:
+    """The running agent, or ``None``."""
+    return _AGENT
+
+
+def build_agent(cfg: Config, role: str = "app") -> Agent:
+    """Build (but do not install globally) an agent for ``cfg``."""
+    from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from agent.exporters.base import EXPORTERS, ExporterContext
+    from agent.pipeline import SpanPipeline
+    from agent.resource import build_resource
+    from agent.sampling import build_sampler
+    from instrumentation.keep_errors import build_keep_errors
+    from instrumentation.pii import build_scrubber
+
+    metrics = SelfMetrics()
+    ctx = ExporterContext(cfg, metrics)
+    exporters = []
+    for name in dict.fromkeys(cfg.tracing.exporters):
+        exporters.append(EXPORTERS[name](ctx))
+    recorder = None
+    span_hooks = []
+    if cfg.metrics.cloudwatch.mode != "off":
+        from agent.span_metrics import build_recorder
+
+        recorder = build_recorder(cfg, metrics)
+        if recorder is not None:
+            span_hooks.append(recorder.span_hook)
+    pipeline = SpanPipeline(
+        exporters,
+        metrics,
+        queue_size=cfg.tracing.queue_size,
+        batch_size=cfg.tracing.batch_size,
+        interval=cfg.tracing.export_interval,
+        scrubber=build_scrubber(cfg, metrics),
+        unsampled_hook=build_keep_errors(cfg, metrics),
+        span_hooks=span_hooks,
+    )
+    provider = TracerProvider(
+        sampler=build_sampler(cfg, metrics),
+        resource=build_resource(cfg),
+        id_generator=AwsXRayIdGenerator(),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(pipeline)
+    return Agent(config=cfg, metrics=metrics, provider=provider, pipeline=pipeline, recorder=recorder, role=role)
+
+
+def install_propagators() -> None:
+    from opentelemetry import propagate
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.aws import AwsXRayPropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    propagate.set_global_textmap(CompositePropagator([
+        TraceContextTextMapPropagator(), W3CBaggagePropagator(), AwsXRayPropagator(),
+    ]))
+
+
+def start(config_path: str | None = None, *, config: Config | None = None, role: str = "app",
+          instrument: bool = True) -> Agent:
+    """Start the agent once per process (idempotent); raises ``ConfigError`` on a bad config."""
+    global _AGENT
+    with _lock:
+        if _AGENT is not None and _AGENT.pipeline is not None:
+            return _AGENT
+        cfg = config if config is not None else load_config(config_path)
+        agent = build_agent(cfg, role=role)
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(agent.provider)
+        install_propagators()
+        if instrument:
+            from instrumentation.auto import activate
+
+            agent.instrumented = activate(cfg, agent)
+        if agent.recorder is not None:
+            agent.recorder.start()
+        _AGENT = agent
+        atexit.register(_atexit_shutdown)
+        return agent
+
+
+def _atexit_shutdown() -> None:
+    shutdown(timeout=current().config.tracing.shutdown_timeout if current() else 1.5)
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Flush and stop within ``timeout`` seconds; undo every patch. Safe to call twice."""
+    global _AGENT
+    with _lock:
+        agent = _AGENT
+        _AGENT = None
+    if agent is None:
+        return
+    try:
+        from instrumentation.auto import deactivate
+
+        deactivate()
+    except Exception:
+        _log.debug("deactivate failed", exc_info=True)
+    deadline = time.monotonic() + timeout
+    if agent.recorder is not None:
+        try:
+            agent.recorder.shutdown(max(0.0, min(0.5, deadline - time.monotonic())))
+        except Exception:
+            _log.debug("metrics shutdown failed", exc_info=True)
+    agent.pipeline.shutdown(max(0.0, deadline - time.monotonic()))
+    for fn in agent._extra_shutdown:
+        try:
+            fn()
+        except Exception:
+            _log.debug("shutdown hook failed", exc_info=True)

@@ -1,0 +1,65 @@
+"""The agent's own counters and gauges (spans exported, dropped by reason, queue depth ...).
+
+Process-local, thread-safe, cheap enough for the request path (one lock, one dict
+update). Read by ``/metrics``, the CloudWatch exporter and ``pulsetrace status``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class SelfMetrics:
+    """Counters keyed by ``(name, reason)`` and gauges keyed by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[tuple[str, str], float] = {}
+        self._gauges: dict[str, float] = {}
+        self._gauge_fns: dict[str, Callable[[], float]] = {}
+
+    def inc(self, name: str, n: float = 1, reason: str = "") -> None:
+        key = (name, reason)
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + n
+
+    def set_gauge(self, name: str, value: float) -> None:
+        with self._lock:
+            self._gauges[name] = value
+
+    def gauge_fn(self, name: str, fn: Callable[[], float]) -> None:
+        """Register a gauge read lazily when a snapshot is taken (e.g. a queue depth)."""
+        with self._lock:
+            self._gauge_fns[name] = fn
+
+    def counter(self, name: str, reason: str | None = None) -> float:
+        with self._lock:
+            if reason is not None:
+                return self._counters.get((name, reason), 0)
+            return sum(v for (n, _), v in self._counters.items() if n == name)
+
+    def counters(self) -> dict[tuple[str, str], float]:
+        with self._lock:
+            return dict(self._counters)
+
+    def gauges(self) -> dict[str, float]:
+        with self._lock:
+            out = dict(self._gauges)
+            fns = dict(self._gauge_fns)
+        for name, fn in fns.items():
+            try:
+                out[name] = float(fn())
+            except Exception:  # a gauge callback must never break a metrics read
+                continue
+        return out
+
+    def dropped(self) -> dict[str, float]:
+        """``spans_dropped`` by reason."""
+        with self._lock:
+            return {r: v for (n, r), v in self._counters.items() if n == "spans_dropped"}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counters.clear()
+            self._gauges.clear()

@@ -1,0 +1,1 @@
+"""Health probes, scheduling, status aggregation, SLA and business impact."""

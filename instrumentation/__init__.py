@@ -1,0 +1,1 @@
+"""What touches user code: auto-instrumentation, the business spans API, enrichers, PII scrubbing."""
