@@ -13,6 +13,7 @@ import atexit
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from agent.config import Config, load_config
 from agent.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
     from agent.pipeline import SpanPipeline
 
@@ -50,6 +51,13 @@ def current() -> Agent | None:
     return _AGENT
 
 
+def _chain(first: Callable[[ReadableSpan], ReadableSpan],
+           second: Callable[[ReadableSpan], ReadableSpan] | None) -> Callable[[ReadableSpan], ReadableSpan]:
+    if second is None:
+        return first
+    return lambda span: second(first(span))
+
+
 def build_agent(cfg: Config, role: str = "app") -> Agent:
     """Build (but do not install globally) an agent for ``cfg``."""
     from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
@@ -59,6 +67,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from agent.pipeline import SpanPipeline
     from agent.resource import build_resource
     from agent.sampling import build_sampler
+    from instrumentation.enrich import enrich_span
     from instrumentation.keep_errors import build_keep_errors
     from instrumentation.pii import build_scrubber
 
@@ -81,7 +90,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         queue_size=cfg.tracing.queue_size,
         batch_size=cfg.tracing.batch_size,
         interval=cfg.tracing.export_interval,
-        scrubber=build_scrubber(cfg, metrics),
+        scrubber=_chain(enrich_span, build_scrubber(cfg, metrics)),
         unsampled_hook=build_keep_errors(cfg, metrics),
         span_hooks=span_hooks,
     )

@@ -1,0 +1,1 @@
+"""Holds the ``sitecustomize`` that ``pulsetrace run`` puts on the child's ``PYTHONPATH``."""

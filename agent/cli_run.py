@@ -1,0 +1,119 @@
+"""``pulsetrace run -- CMD ...``: the per-container supervisor.
+
+It validates the configuration, starts ``CMD`` with the bootstrap folder on
+``PYTHONPATH`` (every Python process the command starts, workers included, starts
+the agent), runs the health probes and the health server once for the whole
+container, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the child,
+and exits with the child's exit code (128 + N when a signal N ended it). Spans are
+flushed by each process on its own way out, within ``tracing.shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from agent.cli import CliError
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def boot_dir() -> str:
+    return str(Path(__file__).resolve().parent / "boot")
+
+
+def child_env(config_path: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: bootstrap on PYTHONPATH, our packages importable, config passed on."""
+    env = dict(os.environ if base is None else base)
+    project_root = Path(__file__).resolve().parent.parent
+    parts = [boot_dir()]
+    if project_root.name not in ("site-packages", "dist-packages"):
+        parts.append(str(project_root))  # a source checkout (editable install): make it importable
+    if env.get("PYTHONPATH"):
+        parts.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PULSETRACE_BOOT"] = "1"
+    env["PULSETRACE_SUPERVISOR_PID"] = str(os.getpid())
+    if config_path:
+        env["PULSETRACE_CONFIG"] = str(Path(config_path).resolve())
+    return env
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="run a command auto-instrumented, with probes and /health",
+                       description="Run CMD auto-instrumented. Example: pulsetrace run -- uvicorn shop.app:app")
+    p.add_argument("--no-health", action="store_true", help="do not run probes and the health server here")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    p.set_defaults(func=run)
+
+
+def _start_health(cfg: Any, child_alive: Any) -> Any:
+    try:
+        from healthchecks.service import start_in_thread
+    except ImportError:
+        return None
+    try:
+        return start_in_thread(cfg, child_alive=child_alive)
+    except OSError as exc:  # e.g. the health port is taken: the app still runs
+        sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise CliError("nothing to run: pulsetrace run -- CMD [ARGS...]", 2)
+    from agent.config import load_config
+    from agent.config_validate import ConfigError
+    from instrumentation.auto import required_problems
+
+    cfg = load_config(args.config)
+    problems = required_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    executable = shutil.which(cmd[0])
+    if executable is None:
+        raise CliError(f"command not found: {cmd[0]}", 127)
+    config_path = args.config or os.environ.get("PULSETRACE_CONFIG") or (
+        "pulsetrace.yaml" if Path("pulsetrace.yaml").exists() else None)
+    env = child_env(config_path)
+    # The child gets its own process group: a terminal's Ctrl-C reaches us once and we
+    # forward it once (not twice, which servers read as "force quit").
+    proc = subprocess.Popen(cmd, env=env, process_group=0)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+    health = None
+    if cfg.health.enabled and not args.no_health:
+        health = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if health is not None:
+            stopper = threading.Thread(target=health.stop, args=(0.5,), name="pulsetrace-health-stop", daemon=True)
+            stopper.start()
+            stopper.join(0.8)
+    return 128 - code if code < 0 else code

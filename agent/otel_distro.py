@@ -1,0 +1,34 @@
+"""Entry points for ``opentelemetry-instrument``: with pulsetrace installed, it uses our configuration.
+
+``opentelemetry-instrument CMD`` loads the distro, then a configurator, then every
+instrumentor entry point. Our distro selects our configurator (when several are
+installed, pick ours with ``OTEL_PYTHON_DISTRO=pulsetrace``); the configurator
+starts the pulsetrace agent from ``pulsetrace.yaml`` / ``$PULSETRACE_CONFIG``, so
+spans go where pulsetrace's exporters send them (the local store by default).
+Upstream instrumentors that load afterwards find their libraries already
+instrumented and leave them alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+
+class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
+    def _configure(self, **kwargs: Any) -> None:
+        os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "pulsetrace")
+
+
+class PulseTraceConfigurator(_BaseConfigurator):  # type: ignore[misc]
+    def _configure(self, **kwargs: Any) -> None:
+        try:
+            from agent.runtime import start
+
+            start(os.environ.get("PULSETRACE_CONFIG") or None, role="worker")
+        except Exception as exc:  # the application must start even when the agent cannot
+            sys.stderr.write(f"pulsetrace: agent not started: {exc}\n")

@@ -1,0 +1,140 @@
+"""A lean WSGI server-span middleware (the sync twin of :mod:`instrumentation.asgi`).
+
+One SERVER span per request, context extracted only when a trace header is
+present, request metrics for every request. The span ends when the response
+iterable is closed, so streamed bodies are covered. Never raises into the app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agent import runtime as _runtime
+from instrumentation.asgi import _GETTER, path_template
+
+_ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
+                      "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _ClosingIterable:
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[BaseException | None], None]) -> None:
+        self._inner = inner
+        self._on_close = on_close
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_close(exc)
+
+
+class PulseTraceWSGIMiddleware:
+    def __init__(self, app: WSGIApp, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.app = app
+        self._provider = tracer_provider
+        self._tracer: trace.Tracer | None = None
+
+    def _get_tracer(self) -> trace.Tracer:
+        if self._tracer is None:
+            self._tracer = (self._provider or trace.get_tracer_provider()).get_tracer("pulsetrace.wsgi")
+        return self._tracer
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        try:
+            span, token = self._start(environ)
+        except Exception:
+            return self.app(environ, start_response)
+        status_holder = [0]
+
+        def start_response_wrapper(status: str, headers: Any, exc_info: Any = None) -> Any:
+            try:
+                status_holder[0] = int(status.split(" ", 1)[0])
+            except (ValueError, AttributeError):
+                pass
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        def finish(exc: BaseException | None) -> None:
+            try:
+                self._finish(environ, span, status_holder[0], exc, started)
+            except Exception:
+                pass
+
+        try:
+            result = self.app(environ, start_response_wrapper)
+        except BaseException as exc:
+            finish(exc)
+            otel_context.detach(token)  # type: ignore[arg-type]
+            raise
+        otel_context.detach(token)  # type: ignore[arg-type]
+        return _ClosingIterable(result, finish)
+
+    def _start(self, environ: dict[str, Any]) -> tuple[trace.Span, object]:
+        carrier = {name: str(environ[key])[:8192] for key, name in _ENV_TRACE_HEADERS.items() if key in environ}
+        parent_ctx = None
+        if carrier:
+            try:
+                parent_ctx = propagate.extract(carrier, getter=_GETTER)  # type: ignore[arg-type]
+            except Exception:
+                parent_ctx = None
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        attributes: dict[str, Any] = {
+            "http.request.method": method, "url.path": path, "url.scheme": environ.get("wsgi.url_scheme", "http"),
+            "server.address": str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")).split(":")[0],
+            "http.method": method, "http.target": path,
+        }
+        if environ.get("HTTP_USER_AGENT"):
+            attributes["user_agent.original"] = str(environ["HTTP_USER_AGENT"])[:512]
+        if environ.get("REMOTE_ADDR"):
+            attributes["client.address"] = environ["REMOTE_ADDR"]
+        if environ.get("QUERY_STRING"):
+            attributes["url.query"] = str(environ["QUERY_STRING"])[:2048]
+        span = self._get_tracer().start_span(method, context=parent_ctx, kind=SpanKind.SERVER, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+        return span, token
+
+    def _finish(self, environ: dict[str, Any], span: trace.Span, status: int, exc: BaseException | None,
+                started: float) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        method = environ.get("REQUEST_METHOD", "GET")
+        route = path_template(environ.get("PATH_INFO", "/") or "/")
+        if exc is not None and status == 0:
+            status = 500
+        if span.is_recording():
+            span.update_name(f"{method} {route}")
+            if status:
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("http.status_code", status)
+            if exc is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            elif status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        agent = _runtime._AGENT
+        if agent is not None and agent.recorder is not None:
+            agent.recorder.record(f"{method} {route}", "", latency_ms, 400 <= status < 500,
+                                  status >= 500 or exc is not None)
