@@ -98,4 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # Run through the importable module, so that ``agent.cli.CliError`` raised by the
+    # command modules is the class caught here (not a second ``__main__`` copy).
+    from agent.cli import main as _main
+
+    raise SystemExit(_main())
