@@ -35,13 +35,13 @@ class ServiceConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = ".pulsetrace"
-    retention: Duration = field(default=7 * 86400.0, metadata=_c(min=60.0))
-    max_mb: float = field(default=512.0, metadata=_c(min=1.0))
+    retention: Duration = field(default=7 * 86400.0, metadata=_c(min=60.0, max=3650 * 86400.0))
+    max_mb: float = field(default=512.0, metadata=_c(min=1.0, max=1024.0 * 1024.0))
 
 
 @dataclass(frozen=True)
 class OtlpConfig:
-    endpoint: str = "http://127.0.0.1:4318"
+    endpoint: str = field(default="http://127.0.0.1:4318", metadata=_c(secret=True))
     protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
     headers: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
     timeout: Duration = field(default=2.0, metadata=_c(min=0.05, max=60.0))
@@ -109,8 +109,8 @@ class SamplingConfig:
     keep_errors: bool = True
     slow_ms: float = field(default=2000.0, metadata=_c(min=0.0))
     #: Bounds of the keep-errors buffer.
-    max_pending_traces: int = field(default=2048, metadata=_c(min=1))
-    max_spans_per_trace: int = field(default=256, metadata=_c(min=1))
+    max_pending_traces: int = field(default=2048, metadata=_c(min=1, max=1_000_000))
+    max_spans_per_trace: int = field(default=256, metadata=_c(min=1, max=100_000))
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ class TracingConfig:
     business: BusinessConfig = field(default_factory=BusinessConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     #: Bounded export queue (spans); a full queue drops and counts.
-    queue_size: int = field(default=4096, metadata=_c(min=16))
-    batch_size: int = field(default=256, metadata=_c(min=1))
+    queue_size: int = field(default=4096, metadata=_c(min=16, max=1_000_000))
+    batch_size: int = field(default=256, metadata=_c(min=1, max=100_000))
     export_interval: Duration = field(default=1.0, metadata=_c(min=0.01, max=60.0))
     #: How long ``shutdown`` may wait for the last export, in total.
     shutdown_timeout: Duration = field(default=1.5, metadata=_c(min=0.0, max=30.0))
@@ -155,32 +155,44 @@ class ImpactConfig:
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """One probe. Common keys first; the rest are read by the probe type named in ``type``."""
+    """One probe. Common keys first; the rest are read by the probe type named in ``type``.
+
+    ``thresholds`` keys per type (all optional): postgres ``connect_ms``, ``query_ms``,
+    ``replay_lag_s``; redis ``ping_ms``, ``memory_ratio``, ``hit_ratio``, ``evictions``; http
+    ``latency_ms``; rfid ``degraded_ratio``, ``down_ratio``, ``min_readers``; passive
+    ``success_rate``, ``degraded_rate`` (percent). See docs/health.md.
+    """
 
     name: str
     type: str = field(default="custom", metadata=_c(choices=PROBE_TYPES))
-    interval: Duration = field(default=15.0, metadata=_c(min=0.05))
-    timeout: Duration = field(default=2.0, metadata=_c(min=0.01))
+    interval: Duration = field(default=15.0, metadata=_c(min=0.05, max=86400.0))
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.01, max=3600.0))
     jitter: float = field(default=0.1, metadata=_c(min=0.0, max=0.5))
     critical: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
     sla: float = field(default=99.9, metadata=_c(min=0.0, max=100.0))
     impact: ImpactConfig = field(default_factory=ImpactConfig)
-    failure_threshold: int | None = field(default=None, metadata=_c(min=1))
-    success_threshold: int | None = field(default=None, metadata=_c(min=1))
+    failure_threshold: int | None = field(default=None, metadata=_c(min=1, max=1000))
+    success_threshold: int | None = field(default=None, metadata=_c(min=1, max=1000))
     # postgres
     dsn: str = field(default="", metadata=_c(secret=True))
     check_replica: bool = False
     # redis / http
     url: str = field(default="", metadata=_c(secret=True))
     # http
-    method: str = "GET"
+    method: str = field(default="GET", metadata=_c(choices=("GET", "HEAD", "POST", "PUT", "OPTIONS")))
     headers: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
-    expect_status: list[int] = field(default_factory=lambda: [200])
+    expect_status: list[int] = field(default_factory=lambda: [200], metadata=_c(min=100, max=599))
     json_condition: str = ""
     cert_expiry_days: float = field(default=14.0, metadata=_c(min=0.0))
-    preset: str = ""
+    preset: str = field(default="", metadata=_c(choices=("", "razorpay")))
     verify_tls: bool = True
+    #: A PEM CA bundle to trust for this probe (a private CA), in addition to nothing else.
+    ca_file: str = ""
+    #: HTTP basic auth (the razorpay preset: key id and key secret; from
+    #: ``RAZORPAY_KEY_ID`` / ``RAZORPAY_KEY_SECRET`` when empty).
+    username: str = field(default="", metadata=_c(secret=True))
+    password: str = field(default="", metadata=_c(secret=True))
     # rfid
     source: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
     max_age: Duration = field(default=60.0, metadata=_c(min=0.1))
@@ -197,21 +209,51 @@ class ProbeConfig:
 class HealthConfig:
     listen: str = "127.0.0.1:8081"
     token: str = field(default="", metadata=_c(secret=True))
-    failure_threshold: int = field(default=2, metadata=_c(min=1))
-    success_threshold: int = field(default=2, metadata=_c(min=1))
+    failure_threshold: int = field(default=2, metadata=_c(min=1, max=1000))
+    success_threshold: int = field(default=2, metadata=_c(min=1, max=1000))
     probes: list[ProbeConfig] = field(default_factory=list)
     enabled: bool = True
+    #: SLA: whether DEGRADED time counts as available (it does by default: slow is not down).
+    degraded_is_available: bool = True
+    #: Burn-rate guard: fewer probe results than this in the long window give no burn rate.
+    burn_min_samples: int = field(default=12, metadata=_c(min=1))
+    #: Burn-rate guard: an alert needs at least this many failed results in the long window.
+    burn_min_failures: int = field(default=3, metadata=_c(min=1))
+    #: The snapshot is stale (``/health`` 503) when older than this many longest intervals.
+    stale_factor: float = field(default=3.0, metadata=_c(min=1.0, max=100.0))
+    #: Health server: open connections at most (more are answered 503 and closed).
+    max_connections: int = field(default=512, metadata=_c(min=1, max=100_000))
 
 
 @dataclass(frozen=True)
 class CloudWatchConfig:
+    """CloudWatch metrics (``agent.metrics_publisher``) and alarms/dashboards (``agent.cloudwatch_render``)."""
+
     mode: Literal["emf", "api", "off"] = "off"
     namespace: str = "PulseTrace"
     emf_output: str = "stdout"
-    interval: Duration = field(default=60.0, metadata=_c(min=1.0))
+    interval: Duration = field(default=60.0, metadata=_c(min=1.0, max=3600.0))
     region: str = ""
     endpoint_url: str = ""
-    max_buffer: int = field(default=20000, metadata=_c(min=100))
+    #: Metric data held for a later attempt while the destination is unreachable; the oldest go first.
+    max_buffer: int = field(default=20000, metadata=_c(min=100, max=1_000_000))
+    #: I/O timeout of one send (TCP/UDP EMF, one PutMetricData call).
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.05, max=60.0))
+    #: CloudWatch Logs group named in EMF documents sent to the CloudWatch agent (tcp/udp);
+    #: empty: ``<service>-metrics``.
+    log_group: str = ""
+    #: Distinct ``Operation`` values per process; later ones are folded into ``other`` (and counted).
+    max_operations: int = field(default=200, metadata=_c(min=1, max=10_000))
+    #: Business operations shown on the dashboard (routes are found by a SEARCH expression).
+    operations: list[str] = field(default_factory=lambda: ["payment.create", "order.create", "rfid.verify",
+                                                           "auth.login"])
+    #: Operation → failure rate (percent of requests that are errors or faults) that raises an alarm.
+    failure_alarms: dict[str, float] = field(default_factory=lambda: {"payment.create": 5.0},
+                                             metadata=_c(min=0.0, max=100.0))
+    #: Fewer requests than this in the alarm period never raise a failure-rate alarm.
+    failure_min_requests: int = field(default=20, metadata=_c(min=1))
+    #: Prefix of alarm, dashboard and SNS topic names.
+    alarm_prefix: str = "pulsetrace"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ raises on user input: it only raises :class:`ConfigError` carrying the problems.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -19,6 +20,11 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Numbers and booleans written as strings, as ``${VAR}`` interpolation and environment variables give them.
+_INT_RE = re.compile(r"^\s*[-+]?\d{1,18}\s*$")
+_FLOAT_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,3})?\s*$")
+_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,12 @@ class Problem:
         if self.expected:
             extra.append(f"expected {self.expected}")
         tail = f" ({', '.join(extra)})" if extra else ""
-        return f"{self.key or '<root>'}: {self.problem}{tail}"
+        # One problem, one line: a key or value holding a newline must not start another.
+        return _one_line(f"{self.key or '<root>'}: {self.problem}{tail}")
+
+
+def _one_line(text: str) -> str:
+    return _CONTROL_RE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 class ConfigError(Exception):
@@ -62,7 +73,10 @@ def parse_duration(value: object) -> float:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print (Python's int-to-str limit)
+        return "a very large number"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -118,9 +132,8 @@ class _Builder:
             name = str(raw_name)
             sub = f"{key}.{name}" if key else name
             if name not in fields:
-                close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else "one of " + ", ".join(sorted(fields))
-                self.add(sub, "unknown key", None, hint)
+                self.add(sub, "unknown key" + did_you_mean(name, fields), None,
+                         "one of " + ", ".join(sorted(fields)))
                 continue
             f = fields[name]
             ok, converted = self.convert(hints[name], value, sub, f.metadata)
@@ -156,20 +169,27 @@ class _Builder:
         if tp is bool:
             if isinstance(value, bool):
                 return True, value
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return True, _BOOLS[value.strip().lower()]
             self.add(key, "must be true or false", value, "true or false")
             return False, None
         if tp is int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return self.bounds(value, key, meta)
+            if isinstance(value, str) and _INT_RE.match(value):
+                return self.bounds(int(value), key, meta)
             self.add(key, "must be an integer", value, "an integer")
             return False, None
         if tp is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
                 return self.bounds(float(value), key, meta)
+            if isinstance(value, str) and _FLOAT_RE.match(value):
+                return self.bounds(float(value), key, meta)
             self.add(key, "must be a number", value, "a number")
             return False, None
         if tp is str:
-            if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            # Scalars only: a YAML !!binary, !!set or a mapping is not text, whatever str() would make of it.
+            if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime.date)):
                 self.add(key, "must be a string", None if meta.get("secret") else value, "a string")
                 return False, None
             text = str(value)
@@ -237,14 +257,30 @@ class _Builder:
         return True, number
 
     def choice(self, key: str, text: str, choices: typing.Sequence[str], what: str = "unknown value") -> tuple[bool, Any]:
-        close = difflib.get_close_matches(text, list(choices), n=1, cutoff=0.6)
-        expected = f"one of {', '.join(choices)}" + (f"; did you mean '{close[0]}'?" if close else "")
-        self.add(key, what, text, expected)
+        hint = did_you_mean(text, choices)
+        # An unknown key is already named by ``key``; an unknown value is shown.
+        self.add(key, what + hint, None if what == "unknown key" else text, f"one of {', '.join(choices)}")
         return False, None
 
 
+def did_you_mean(text: str, choices: typing.Iterable[str]) -> str:
+    """``", did you mean 'service'?"`` when one choice is close to ``text``, else ``""``."""
+    close = difflib.get_close_matches(text, list(choices), n=1, cutoff=0.6)
+    return f", did you mean '{close[0]}'?" if close else ""
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact way to write ``seconds`` in the config's duration syntax (``"2d"``, ``"500ms"``)."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and float(seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if float(seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
 #: Keys whose float values are durations.
-_DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
+DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
                             "shutdown_timeout"})
 
 
