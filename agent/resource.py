@@ -39,18 +39,19 @@ def _on_ec2() -> bool:
 
 
 def _detectors(env: Mapping[str, str]) -> list[object]:
-    from opentelemetry.sdk.extension.aws.resource import (
-        AwsEc2ResourceDetector,
-        AwsEcsResourceDetector,
-        AwsEksResourceDetector,
-    )
-
+    # The detector modules import urllib/ssl (~20 ms): imported only on a platform that has one.
     found: list[object] = []
     if env.get("ECS_CONTAINER_METADATA_URI_V4") or env.get("ECS_CONTAINER_METADATA_URI"):
+        from opentelemetry.sdk.extension.aws.resource.ecs import AwsEcsResourceDetector
+
         found.append(AwsEcsResourceDetector())
     if env.get("KUBERNETES_SERVICE_HOST") and _K8S_TOKEN.exists():
+        from opentelemetry.sdk.extension.aws.resource.eks import AwsEksResourceDetector
+
         found.append(AwsEksResourceDetector())
     if not found and _on_ec2():
+        from opentelemetry.sdk.extension.aws.resource.ec2 import AwsEc2ResourceDetector
+
         found.append(AwsEc2ResourceDetector())
     return found
 
