@@ -1,0 +1,111 @@
+"""Auto-instrumentation: activation on first import, config switches, and a full undo (in subprocesses,
+so each test starts from a fresh interpreter with nothing imported yet)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_py(code: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PULSETRACE_", "OTEL_"))}
+    full_env = {**base, "PYTHONPATH": str(ROOT), "PULSETRACE_STORE": str(tmp_path / "store"), **(env or {})}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+
+
+def test_library_is_instrumented_when_first_imported_and_undone_on_shutdown(tmp_path: Path) -> None:
+    done = run_py("""
+        import sys
+        import agent
+        from instrumentation import auto
+        agent.start()
+        assert "httpx" not in sys.modules          # nothing imported eagerly
+        assert "httpx" not in auto.active()
+        import httpx
+        assert "httpx" in auto.active()
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        import uvicorn.config
+        patched = uvicorn.config.Config.load
+        agent.shutdown(1.0)
+        assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        assert uvicorn.config.Config.load is not patched
+        assert auto.active() == []
+        assert not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path)
+        print("ok")
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_disabled_instrumentations_from_config_and_otel_variable(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tracing:\n  instrumentations:\n    disabled: [redis]\n")
+    done = run_py("""
+        import agent
+        from instrumentation import auto
+        a = agent.start()
+        import httpx, redis
+        print(sorted(auto.active()))
+        agent.shutdown(1.0)
+    """, tmp_path, env={"PULSETRACE_CONFIG": str(cfg)})
+    assert done.returncode == 0, done.stderr
+    assert "'redis'" not in done.stdout and "'httpx'" in done.stdout
+    done = run_py("""
+        import agent
+        from instrumentation import auto
+        agent.start()
+        import httpx, redis
+        print(sorted(auto.active()))
+        agent.shutdown(1.0)
+    """, tmp_path, env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx,redis"})
+    assert done.returncode == 0, done.stderr
+    assert "'httpx'" not in done.stdout and "'redis'" not in done.stdout
+
+
+def test_required_but_missing_library_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tracing:\n  instrumentations:\n    required: [httpx]\n")
+    # a sitecustomize-free interpreter where httpx cannot be found: hide it with a meta-path blocker
+    done = run_py("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "httpx":
+                    raise ModuleNotFoundError(name)
+                return None
+        sys.meta_path.insert(0, Block())
+        from agent.config import load_config
+        from agent.config_validate import ConfigError
+        from instrumentation.auto import required_problems
+        problems = required_problems(load_config())
+        print(problems[0])
+    """, tmp_path, env={"PULSETRACE_CONFIG": str(cfg)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tracing.instrumentations.required[0]: library httpx is not installed")
+
+
+def test_a_failing_instrumentor_does_not_break_the_application_import(tmp_path: Path) -> None:
+    done = run_py("""
+        import agent
+        from instrumentation import auto
+        def broken(module, agent):
+            raise RuntimeError("instrumentor exploded")
+        auto.INSTRUMENTATIONS = tuple(
+            auto.Instrumentation(i.name, i.module, i.library, broken) if i.name == "httpx" else i
+            for i in auto.INSTRUMENTATIONS)
+        agent.start()
+        import httpx
+        assert httpx.Client is not None
+        assert "httpx" not in auto.active()
+        agent.shutdown(1.0)
+        print("ok")
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout and "instrumentor exploded" in done.stderr
