@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 
@@ -24,7 +24,7 @@ class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "pulsetrace")
 
 
-class PulseTraceConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class PulseTraceConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         try:
             from agent.runtime import start

@@ -141,7 +141,8 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
 
 
 def _atexit_shutdown() -> None:
-    shutdown(timeout=current().config.tracing.shutdown_timeout if current() else 1.5)
+    agent = current()
+    shutdown(timeout=agent.config.tracing.shutdown_timeout if agent is not None else 1.5)
 
 
 def shutdown(timeout: float = 5.0) -> None:

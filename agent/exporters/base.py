@@ -72,7 +72,8 @@ def _xray_udp(ctx: ExporterContext) -> Exporter:
 def _xray_api(ctx: ExporterContext) -> Exporter:
     from agent.exporters.xray_api import XRayApiExporter
 
-    return XRayApiExporter(ctx)
+    exporter: Exporter = XRayApiExporter(ctx)
+    return exporter
 
 
 #: Built-ins, chosen by the names in ``tracing.exporters``; imported only when chosen.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -15,8 +16,8 @@ from agent.store import span_row
 class ConsoleExporter:
     name = "console"
 
-    def __init__(self, ctx: ExporterContext, stream: object = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
+    def __init__(self, ctx: ExporterContext, stream: TextIO | None = None) -> None:
+        self.stream: TextIO = stream if stream is not None else sys.stderr
 
     def export(self, spans: Sequence[ReadableSpan]) -> ExportOutcome:
         lines = []
@@ -28,8 +29,8 @@ class ConsoleExporter:
                 "attributes": json.loads(row[10]), "events": json.loads(row[11]),
             }, ensure_ascii=False))
         try:
-            self.stream.write("\n".join(lines) + "\n")  # type: ignore[attr-defined]
-            self.stream.flush()  # type: ignore[attr-defined]
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
         except (OSError, ValueError):
             return ExportOutcome.FAILURE
         return ExportOutcome.SUCCESS
