@@ -277,3 +277,28 @@ def test_gunicorn_with_uvicorn_workers_is_instrumented(tmp_path: Path, store: Pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_gunicorn_sync_workers_serving_wsgi_are_instrumented(tmp_path: Path, store: Path) -> None:
+    pytest.importorskip("gunicorn")
+    cfg = write_config(tmp_path / "c.yaml", store)
+    port = free_port()
+    log = tmp_path / "w.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable,
+                             "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "svc_wsgi:app"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        from tests.servers import wait_port
+
+        wait_port(port, 30)
+        assert httpx.get(f"http://127.0.0.1:{port}/orders/17", timeout=10).text == "hello wsgi"
+        assert httpx.get(f"http://127.0.0.1:{port}/fail", timeout=10).status_code == 500
+        spans = wait_for(lambda: all_spans(store) if len(all_spans(store)) >= 2 else None)
+        assert spans, log.read_text()
+        by_name = {s.name: s for s in spans}
+        assert set(by_name) == {"GET /orders/{id}", "GET /fail"}
+        assert by_name["GET /fail"].status == "error" and by_name["GET /orders/{id}"].kind == "server"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
