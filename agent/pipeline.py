@@ -105,8 +105,16 @@ class _Channel:
             self.stopping = True
             self.cond.notify_all()
         left = max(0.0, deadline - time.monotonic())
+        # An exporter's shutdown may block (a hung connection); give it what is left of
+        # the deadline on a helper thread and abandon it after that.
+        helper = threading.Thread(target=self._shutdown_exporter, args=(min(left, 0.5),),
+                                  name=f"pulsetrace-shutdown-{self.exporter.name}", daemon=True)
+        helper.start()
+        helper.join(left)
+
+    def _shutdown_exporter(self, timeout: float) -> None:
         try:
-            self.exporter.shutdown(min(left, 0.5))
+            self.exporter.shutdown(timeout)
         except Exception:
             _log.debug("exporter %s failed to shut down", self.exporter.name, exc_info=True)
 
@@ -179,9 +187,12 @@ class SpanPipeline(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        try:
-            for hook in self.span_hooks:
+        for hook in self.span_hooks:
+            try:
                 hook(span)
+            except Exception:  # a failing hook costs its own work, never the span
+                self.metrics.inc("span_hook_errors")
+        try:
             ctx = span.context
             if ctx is None or not ctx.trace_flags.sampled:
                 hook_u = self.unsampled_hook
@@ -197,6 +208,9 @@ class SpanPipeline(SpanProcessor):
             self.metrics.inc("spans_dropped", reason="internal_error")
 
     def _enqueue(self, span: ReadableSpan) -> None:
+        if self._pid != os.getpid():
+            # Forked without the at-fork hooks running (a C-level fork): restart here.
+            self._after_fork()
         if self._shutdown:
             self.metrics.inc("spans_dropped", reason="shutdown")
             return
@@ -249,11 +263,14 @@ class SpanPipeline(SpanProcessor):
         return all(c.wait_idle(deadline) for c in self._channels)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued so far; ``False`` if that took longer than the timeout."""
         if os.getpid() != self._pid:
             self._after_fork()
+        if self._shutdown:
+            return True  # the threads are gone; shutdown already flushed what it could
         return self._flush_queue(time.monotonic() + timeout_millis / 1000.0)
 
-    def shutdown(self, timeout: float = 1.5) -> None:  # type: ignore[override]
+    def shutdown(self, timeout: float = 1.5) -> None:
         """Flush what is queued and stop, never taking longer than ``timeout`` seconds."""
         if self._shutdown:
             return

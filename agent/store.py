@@ -1,12 +1,16 @@
 """The embedded local store: SQLite in ``store.path`` (``spans.db``), WAL mode.
 
-Written from export threads in batches by any number of processes at once (WAL +
-busy timeout; each write is one short transaction), read by the CLI while
-services write. Bounded by ``store.retention`` and a size cap (oldest spans go
-first). Other components (health history, SLA buckets) keep their own tables in
-the same database through :meth:`LocalStore.connect`.
+Written from export threads in batches by any number of processes at once: WAL
+lets readers (the CLI) read while services write, each batch is one short
+``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two writers
+never deadlock upgrading a read lock), and a busy timeout makes writers queue
+instead of failing. Bounded by ``store.retention`` and a size cap: the oldest
+spans go first, in short chunks so a prune never holds the write lock for long.
+Other components (health history, SLA buckets) keep their own tables in the same
+database through :meth:`LocalStore.connect`.
 
-Never called on the request path.
+Never called on the request path. Errors surface as ``sqlite3.Error``/``OSError``
+to the caller (the ``local`` exporter turns them into a counted failure).
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DB_NAME = "spans.db"
+#: How long a writer waits for another process's write transaction before giving up.
+BUSY_TIMEOUT_S = 10.0
+#: Rows deleted per transaction while pruning.
+_PRUNE_CHUNK = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -46,16 +55,23 @@ CREATE TABLE IF NOT EXISTS spans (
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start);
-CREATE INDEX IF NOT EXISTS spans_written ON spans(written);
-CREATE TABLE IF NOT EXISTS agent_counters (
+CREATE TABLE IF NOT EXISTS process_counters (
+    instance TEXT NOT NULL,
     pid INTEGER NOT NULL,
     name TEXT NOT NULL,
     reason TEXT NOT NULL,
     value REAL NOT NULL,
     updated REAL NOT NULL,
-    PRIMARY KEY (pid, name, reason)
+    PRIMARY KEY (instance, name, reason)
 );
 """
+
+_COLS = ("trace_id, span_id, parent_span_id, name, kind, service, start, end, status, status_message, "
+         "attributes, events, resource, links, scope, remote_parent")
+
+#: Connections inherited through fork(): never closed in the child (closing one there could
+#: checkpoint or unlink files the parent still uses), just kept from the garbage collector.
+_INHERITED: list[sqlite3.Connection] = []
 
 
 @dataclass(frozen=True)
@@ -118,127 +134,278 @@ def span_row(span: Any, now: float) -> tuple[Any, ...]:
     )
 
 
+def row_to_span(row: Sequence[Any]) -> StoredSpan:
+    """A :class:`StoredSpan` from a row selected with the ``spans`` columns in schema order."""
+    return StoredSpan(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
+                      service=row[5], start=row[6], end=row[7], status=row[8], status_message=row[9],
+                      attributes=json.loads(row[10]), events=json.loads(row[11]), resource=json.loads(row[12]),
+                      links=json.loads(row[13]), scope=row[14], remote_parent=bool(row[15]))
+
+
 class LocalStore:
-    """SQLite-backed store. One connection per thread; safe across processes."""
+    """SQLite-backed store. One connection per thread (and per process); safe across processes.
+
+    ``create=False`` opens an existing store for reading only: nothing is created,
+    and :meth:`connect` raises ``FileNotFoundError`` when there is no store yet.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, retention_s: float = 7 * 86400.0, max_mb: float = 512.0,
-                 create: bool = True) -> None:
+                 create: bool = True, prune_every_s: float = 60.0, prune_every_rows: int = 20_000) -> None:
         self.dir = Path(path)
         self.db_path = self.dir / DB_NAME
         self.retention_s = retention_s
         self.max_bytes = int(max_mb * 1024 * 1024)
+        self.prune_every_s = prune_every_s
+        self.prune_every_rows = prune_every_rows
         self._local = threading.local()
         self._create = create
-        self._last_prune = 0.0
+        self._last_prune = time.monotonic()
+        self._rows_since_prune = 0
+        #: Identifies this process's counters (a pid alone is reused by the OS).
+        self._instance = uuid.uuid4().hex
+        self._instance_pid = os.getpid()
 
     def exists(self) -> bool:
-        return self.db_path.exists()
+        return self.db_path.is_file()
 
     def connect(self) -> sqlite3.Connection:
         """This thread's connection (created, with the schema, on first use)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            return conn
+        if conn is not None:
+            if getattr(self._local, "pid", None) == os.getpid():
+                return conn
+            _INHERITED.append(conn)
+            self._local.conn = None
         if self._create:
             self.dir.mkdir(parents=True, exist_ok=True)
-        elif not self.db_path.exists():
+        elif not self.db_path.is_file():
             raise FileNotFoundError(f"no local store at {self.dir}")
-        conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            pass  # a read-only store can still be read in its current mode
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if self._create:
-            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            if self._create:
+                self._set_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
 
+    @staticmethod
+    def _set_wal(conn: sqlite3.Connection) -> None:
+        # Changing the journal mode needs a moment alone with the file; when several
+        # processes open a new store at once, one of them wins and WAL then persists.
+        for attempt in range(20):
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError:
+                mode = ""
+            if str(mode).lower() == "wal":
+                return
+            time.sleep(0.01 * (attempt + 1))
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            if getattr(self._local, "pid", None) == os.getpid():
+                conn.close()
+            else:
+                _INHERITED.append(conn)
             self._local.conn = None
+
+    def _instance_id(self) -> str:
+        if os.getpid() != self._instance_pid:  # a forked child counts as its own process
+            self._instance = uuid.uuid4().hex
+            self._instance_pid = os.getpid()
+        return self._instance
 
     # -- writing -------------------------------------------------------------------------
 
     def write_spans(self, spans: Iterable[Any]) -> int:
+        """Insert (or replace) a batch of ``ReadableSpan`` in one transaction; prunes now and then."""
         now = time.time()
         rows = [span_row(s, now) for s in spans]
         if not rows:
             return 0
         conn = self.connect()
-        with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             conn.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        if now - self._last_prune > 60.0:
-            self._last_prune = now
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._rows_since_prune += len(rows)
+        if (self._rows_since_prune >= self.prune_every_rows
+                or time.monotonic() - self._last_prune >= self.prune_every_s):
             self.prune(now)
         return len(rows)
 
     def prune(self, now: float | None = None) -> int:
         """Apply retention and the size cap; returns the number of spans removed."""
         now = time.time() if now is None else now
+        self._last_prune = time.monotonic()
+        self._rows_since_prune = 0
         conn = self.connect()
-        removed = conn.execute("DELETE FROM spans WHERE start < ?", (now - self.retention_s,)).rowcount
-        try:
-            size = self.db_path.stat().st_size
-        except OSError:
-            size = 0
-        if size > self.max_bytes:
-            total = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
-            drop = max(1, int(total * 0.2))  # trim the oldest fifth, then let SQLite reuse the pages
-            removed += conn.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start "
-                                    "LIMIT ?)", (drop,)).rowcount
+        removed = 0
+        cutoff = now - self.retention_s
+        while True:  # bounded: each chunk removes rows or the loop ends
+            n = self._delete(conn, "DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans WHERE start < ? "
+                                   "LIMIT ?)", (cutoff, _PRUNE_CHUNK))
+            removed += n
+            if n < _PRUNE_CHUNK:
+                break
+        self._delete(conn, "DELETE FROM process_counters WHERE updated < ?", (cutoff,))
+        removed += self._enforce_size(conn)
         return removed
 
-    def write_counters(self, pid: int, counters: dict[tuple[str, str], float]) -> None:
+    def _enforce_size(self, conn: sqlite3.Connection) -> int:
+        used = self.used_bytes(conn)
+        if used <= self.max_bytes:
+            return 0
+        count = int(conn.execute("SELECT count(*) FROM spans").fetchone()[0])
+        if count == 0:
+            return 0
+        # Down to 90 % of the cap, so that the next few batches do not prune again at once.
+        per_span = used / count
+        excess = math.ceil((used - 0.9 * self.max_bytes) / per_span)
+        removed = 0
+        while removed < excess:
+            n = self._delete(conn, "DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start LIMIT ?)",
+                             (min(_PRUNE_CHUNK, excess - removed),))
+            if n == 0:
+                break
+            removed += n
+        return removed
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute(sql, args).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return int(n)
+
+    def used_bytes(self, conn: sqlite3.Connection | None = None) -> int:
+        """Bytes of live data: pages in use, not the file size (freed pages are reused, not returned)."""
+        conn = conn or self.connect()
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * page_size
+
+    def write_counters(self, pid: int, counters: dict[tuple[str, str], float],
+                       busy_timeout_s: float | None = None) -> None:
+        """Record this process's agent counters (totals so far), for ``pulsetrace status``.
+
+        ``busy_timeout_s`` bounds the wait for another writer (used at shutdown).
+        """
+        if not counters:
+            return
         now = time.time()
+        instance = self._instance_id()
         conn = self.connect()
-        with conn:
-            conn.executemany("INSERT OR REPLACE INTO agent_counters VALUES (?,?,?,?,?)",
-                             [(pid, n, r, v, now) for (n, r), v in counters.items()])
+        if busy_timeout_s is not None:
+            conn.execute(f"PRAGMA busy_timeout={max(0, int(busy_timeout_s * 1000))}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO process_counters VALUES (?,?,?,?,?,?)",
+                                 [(instance, pid, n, r, v, now) for (n, r), v in counters.items()])
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        finally:
+            if busy_timeout_s is not None:
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
     # -- reading -------------------------------------------------------------------------
 
-    @staticmethod
-    def _span(row: sqlite3.Row | tuple[Any, ...]) -> StoredSpan:
-        return StoredSpan(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
-                          service=row[5], start=row[6], end=row[7], status=row[8], status_message=row[9],
-                          attributes=json.loads(row[10]), events=json.loads(row[11]), resource=json.loads(row[12]),
-                          links=json.loads(row[13]), scope=row[14], remote_parent=bool(row[15]))
-
-    _COLS = ("trace_id, span_id, parent_span_id, name, kind, service, start, end, status, status_message, "
-             "attributes, events, resource, links, scope, remote_parent")
+    _span = staticmethod(row_to_span)
+    _COLS = _COLS
 
     def trace_spans(self, trace_id: str) -> list[StoredSpan]:
-        rows = self.connect().execute(f"SELECT {self._COLS} FROM spans WHERE trace_id = ? ORDER BY start",
+        rows = self.connect().execute(f"SELECT {_COLS} FROM spans WHERE trace_id = ? ORDER BY start",
                                       (trace_id.lower(),)).fetchall()
-        return [self._span(r) for r in rows]
+        return [row_to_span(r) for r in rows]
+
+    def traces_spans(self, trace_ids: Sequence[str]) -> dict[str, list[StoredSpan]]:
+        """The spans of several traces at once, each list in start order."""
+        out: dict[str, list[StoredSpan]] = {t: [] for t in trace_ids}
+        conn = self.connect()
+        ids = list(trace_ids)
+        for i in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT {_COLS} FROM spans WHERE trace_id IN ({marks}) ORDER BY start", chunk):
+                out[row[0]].append(row_to_span(row))
+        return out
+
+    def find_trace_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        """Trace ids starting with ``prefix`` (lower-case hex), through the primary-key index."""
+        prefix = prefix.lower()
+        upper = prefix + "g"  # 'g' sorts after every hex digit
+        rows = self.connect().execute("SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? "
+                                      "LIMIT ?", (prefix, upper, limit)).fetchall()
+        return [r[0] for r in rows]
 
     def recent_trace_ids(self, limit: int = 20, since: float | None = None) -> list[str]:
-        q = "SELECT trace_id, max(start) AS s FROM spans"
+        """The ``limit`` traces with the most recent spans, newest first.
+
+        Walks the ``start`` index backwards and stops at ``limit`` distinct traces, so
+        the cost follows the number of traces asked for, not the size of the store.
+        """
+        if limit <= 0:
+            return []
+        sql = "SELECT trace_id FROM spans"
         args: list[Any] = []
         if since is not None:
-            q += " WHERE start >= ?"
+            sql += " WHERE start >= ?"
             args.append(since)
-        q += " GROUP BY trace_id ORDER BY s DESC LIMIT ?"
-        args.append(limit)
-        return [r[0] for r in self.connect().execute(q, args).fetchall()]
+        sql += " ORDER BY start DESC"
+        seen: dict[str, None] = {}
+        cur = self.connect().execute(sql, args)
+        while len(seen) < limit:
+            rows = cur.fetchmany(512)
+            if not rows:
+                break
+            for (trace_id,) in rows:
+                seen.setdefault(trace_id, None)
+                if len(seen) >= limit:
+                    break
+        cur.close()
+        return list(seen)
 
     def spans_since(self, since: float, limit: int = 200_000) -> list[StoredSpan]:
-        rows = self.connect().execute(f"SELECT {self._COLS} FROM spans WHERE start >= ? ORDER BY start LIMIT ?",
+        rows = self.connect().execute(f"SELECT {_COLS} FROM spans WHERE start >= ? ORDER BY start LIMIT ?",
                                       (since, limit)).fetchall()
-        return [self._span(r) for r in rows]
+        return [row_to_span(r) for r in rows]
 
     def span_count(self) -> int:
         return int(self.connect().execute("SELECT count(*) FROM spans").fetchone()[0])
 
     def counters(self) -> dict[tuple[str, str], float]:
         """Agent counters summed over every process that wrote them."""
-        rows = self.connect().execute("SELECT name, reason, sum(value) FROM agent_counters GROUP BY name, reason")
-        return {(r[0], r[1]): r[2] for r in rows.fetchall()}
+        rows = self.connect().execute("SELECT name, reason, sum(value) FROM process_counters GROUP BY name, reason")
+        return {(r[0], r[1]): float(r[2]) for r in rows.fetchall()}
+
+    def processes(self) -> int:
+        """How many agent processes have reported counters (within the retention period)."""
+        return int(self.connect().execute("SELECT count(DISTINCT instance) FROM process_counters").fetchone()[0])
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # no transaction left to roll back (the failing statement ended it)
 
 
 def open_store(path: str | os.PathLike[str], create: bool = False) -> LocalStore:

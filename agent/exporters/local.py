@@ -1,4 +1,11 @@
-"""The ``local`` exporter: spans into the embedded SQLite store (the default)."""
+"""The ``local`` exporter: spans into the embedded SQLite store (the default).
+
+Runs on its pipeline channel thread. A write that fails (read-only or missing
+directory, disk full, a corrupt file, a lock held too long by another process)
+returns ``FAILURE``, which the pipeline counts as ``spans_dropped{export_failed:local}``;
+nothing is raised. Each export also records this process's agent counters in the
+store so that ``pulsetrace status`` can sum them over every worker.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 
 from agent.exporters.base import ExporterContext, ExportOutcome
+from agent.selfmetrics import SelfMetrics
 from agent.store import LocalStore
 
 _log = logging.getLogger("pulsetrace.exporters.local")
@@ -20,27 +28,35 @@ class LocalStoreExporter:
 
     def __init__(self, ctx: ExporterContext) -> None:
         store_cfg = ctx.config.store
-        self.metrics = ctx.metrics
-        self.store = LocalStore(store_cfg.path, retention_s=store_cfg.retention, max_mb=store_cfg.max_mb)
+        self.metrics: SelfMetrics = ctx.metrics
+        self._path = store_cfg.path
+        self._retention_s = store_cfg.retention
+        self._max_mb = store_cfg.max_mb
+        self.store = self._open()
+
+    def _open(self) -> LocalStore:
+        return LocalStore(self._path, retention_s=self._retention_s, max_mb=self._max_mb)
 
     def export(self, spans: Sequence[ReadableSpan]) -> ExportOutcome:
         try:
             self.store.write_spans(spans)
-            self.store.write_counters(os.getpid(), self.metrics.counters())
-        except (sqlite3.Error, OSError) as exc:
-            # Disk full, read-only directory, locked too long: drop (counted by the pipeline).
+        except (sqlite3.Error, OSError, ValueError) as exc:
             _log.debug("local store write failed: %s", exc)
-            self.store.close()
+            self.store.close()  # the next batch reconnects (the directory may be back)
             return ExportOutcome.FAILURE
+        self._write_counters()
         return ExportOutcome.SUCCESS
 
+    def _write_counters(self, busy_timeout_s: float | None = None) -> None:
+        try:
+            self.store.write_counters(os.getpid(), self.metrics.counters(), busy_timeout_s=busy_timeout_s)
+        except (sqlite3.Error, OSError) as exc:
+            _log.debug("local store counters write failed: %s", exc)
+
     def after_fork(self) -> None:
-        self.store = LocalStore(self.store.dir, retention_s=self.store.retention_s,
-                                max_mb=self.store.max_bytes / (1024 * 1024))
+        # The child gets its own connection, prune clock and counter identity.
+        self.store = self._open()
 
     def shutdown(self, timeout: float) -> None:
-        try:
-            self.store.write_counters(os.getpid(), self.metrics.counters())
-        except (sqlite3.Error, OSError):
-            pass
+        self._write_counters(busy_timeout_s=timeout)
         self.store.close()

@@ -66,3 +66,15 @@ def make_spans(n: int, service: str = "shop-api") -> list[ReadableSpan]:
 
 def span_ids(spans: Sequence[ReadableSpan]) -> set[str]:
     return {f"{s.context.span_id:016x}" for s in spans if s.context is not None}
+
+
+def make_spans_at(n: int, start_epoch: float, service: str = "shop-api", payload: int = 0) -> list[ReadableSpan]:
+    """``n`` root spans that started at ``start_epoch`` (seconds), with an optional ``payload``-byte attribute."""
+    prov, collect = provider(service)
+    tracer = prov.get_tracer("tests")
+    start_ns = int(start_epoch * 1e9)
+    blob = "x" * payload
+    for i in range(n):
+        span = tracer.start_span(f"op-{i}", start_time=start_ns + i * 1000, attributes={"n": i, "blob": blob})
+        span.end(end_time=start_ns + i * 1000 + 5_000_000)
+    return list(collect.spans)

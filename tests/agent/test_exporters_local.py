@@ -1,0 +1,102 @@
+"""The ``local`` exporter: spans land in the store; a store that cannot be written costs counted drops, never an exception."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.config_schema import Config, StoreConfig
+from agent.exporters.base import ExporterContext, ExportOutcome
+from agent.exporters.local import LocalStoreExporter
+from agent.pipeline import SpanPipeline
+from agent.selfmetrics import SelfMetrics
+from agent.store import LocalStore
+from tests.agent.span_factory import make_spans, provider
+
+
+def exporter_for(path: Path, metrics: SelfMetrics | None = None) -> LocalStoreExporter:
+    return LocalStoreExporter(ExporterContext(Config(store=StoreConfig(path=str(path))), metrics or SelfMetrics()))
+
+
+def test_export_writes_spans_and_this_process_counters(tmp_path: Path) -> None:
+    metrics = SelfMetrics()
+    metrics.inc("spans_dropped", 3, reason="queue_full")
+    exporter = exporter_for(tmp_path / "st", metrics)
+    assert exporter.export(make_spans(4)) is ExportOutcome.SUCCESS
+    exporter.shutdown(1.0)
+    store = LocalStore(tmp_path / "st", create=False)
+    assert store.span_count() == 4
+    assert store.counters()[("spans_dropped", "queue_full")] == 3
+
+
+def test_store_path_under_a_regular_file_fails_without_raising(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    exporter = exporter_for(tmp_path / "file" / "store")
+    assert exporter.export(make_spans(2)) is ExportOutcome.FAILURE
+    exporter.shutdown(0.5)  # must not raise either
+
+
+def test_corrupt_database_file_fails_without_raising(tmp_path: Path) -> None:
+    (tmp_path / "spans.db").write_bytes(b"this is not an SQLite database" * 100)
+    exporter = exporter_for(tmp_path)
+    assert exporter.export(make_spans(2)) is ExportOutcome.FAILURE
+
+
+def test_exporter_recovers_once_the_directory_is_writable_again(tmp_path: Path) -> None:
+    blocker = tmp_path / "store"
+    blocker.write_text("in the way")
+    exporter = exporter_for(blocker)
+    assert exporter.export(make_spans(1)) is ExportOutcome.FAILURE
+    blocker.unlink()
+    assert exporter.export(make_spans(1)) is ExportOutcome.SUCCESS
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory anyway; the path-under-a-file "
+                                              "and corrupt-file cases cover failed writes as root")
+def test_read_only_directory_fails_without_raising(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert exporter_for(ro).export(make_spans(1)) is ExportOutcome.FAILURE
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_lock_held_by_another_process_costs_a_bounded_failure(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.store.BUSY_TIMEOUT_S", 0.3)
+    exporter = exporter_for(tmp_path)
+    assert exporter.export(make_spans(1)) is ExportOutcome.SUCCESS
+    exporter.store.close()
+    holder = sqlite3.connect(tmp_path / "spans.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        assert exporter.export(make_spans(1)) is ExportOutcome.FAILURE
+        assert time.monotonic() - started < 3.0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert exporter.export(make_spans(1)) is ExportOutcome.SUCCESS
+
+
+def test_failed_writes_are_counted_as_dropped_by_the_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    metrics = SelfMetrics()
+    pipeline = SpanPipeline([exporter_for(tmp_path / "file" / "store", metrics)], metrics, batch_size=10,
+                            interval=0.05)
+    prov, _ = provider()
+    prov.add_span_processor(pipeline)
+    tracer = prov.get_tracer("t")
+    for i in range(25):
+        with tracer.start_as_current_span(f"op-{i}"):
+            pass  # on_end runs here, on the "application" thread: must not raise
+    assert pipeline.force_flush(5000)
+    assert metrics.counter("spans_dropped", "export_failed:local") == 25
+    assert metrics.counter("spans_exported") == 0
+    pipeline.shutdown(1.0)

@@ -1,0 +1,182 @@
+"""The local store: round trip of real SDK spans, retention, size cap, reads, counters."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.store import LocalStore
+from tests.agent.span_factory import make_spans, make_spans_at, make_trace
+
+
+def test_spans_round_trip_with_ids_parents_status_and_attributes(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "st")
+    spans = make_trace(children=2, error=True, root_attrs={"sampling.tier": "critical", "amount": 12.5,
+                                                           "tags": ("a", "b"), "ratio": float("nan")})
+    assert store.write_spans(spans) == 3
+    trace_id = f"{spans[0].context.trace_id:032x}"
+    got = store.trace_spans(trace_id.upper())  # lookups are case-insensitive
+    assert [s.name for s in got] == ["POST /orders", "child-0", "child-1"]
+    root = got[0]
+    assert root.parent_span_id is None and root.kind == "server" and root.status == "error"
+    assert root.status_message == "boom"
+    assert root.service == "shop-api" and root.resource["service.name"] == "shop-api"
+    assert root.attributes["sampling.tier"] == "critical" and root.attributes["amount"] == 12.5
+    assert root.attributes["tags"] == ["a", "b"] and root.attributes["ratio"] == "nan"
+    assert all(c.parent_span_id == root.span_id and c.kind == "client" for c in got[1:])
+    assert root.start <= got[1].start and root.end >= got[2].end
+    assert 0 <= root.duration_ms < 5000
+    assert abs(int(trace_id[:8], 16) - time.time()) < 600  # X-Ray-compatible ids: epoch seconds first
+
+
+def test_writing_a_span_twice_keeps_one_row(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    spans = make_spans(5)
+    store.write_spans(spans)
+    store.write_spans(spans)
+    assert store.span_count() == 5
+
+
+def test_recent_trace_ids_newest_first_and_limited(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    now = time.time()
+    for i in range(10):
+        store.write_spans(make_spans_at(3, now - 100 + i))
+    ids = store.recent_trace_ids(limit=4)
+    assert len(ids) == 4
+    starts = [max(s.start for s in store.trace_spans(t)) for t in ids]
+    assert starts == sorted(starts, reverse=True)
+    assert store.recent_trace_ids(limit=100, since=now - 92.5) == store.recent_trace_ids(limit=100)[:6]
+    assert store.recent_trace_ids(limit=0) == []
+
+
+def test_find_trace_ids_by_prefix(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    spans = make_spans(3)
+    store.write_spans(spans)
+    full = f"{spans[1].context.trace_id:032x}"
+    assert store.find_trace_ids(full) == [full]
+    assert full in store.find_trace_ids(full[:20].upper())
+    assert store.find_trace_ids("ffffffffffffffff") == []
+
+
+def test_traces_spans_fetches_many_traces_at_once(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    traces = [make_trace(children=1) for _ in range(3)]
+    for t in traces:
+        store.write_spans(t)
+    ids = [f"{t[0].context.trace_id:032x}" for t in traces]
+    got = store.traces_spans(ids + ["0" * 32])
+    assert [len(got[i]) for i in ids] == [2, 2, 2]
+    assert got["0" * 32] == []
+
+
+def test_retention_removes_old_spans_and_keeps_recent(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, retention_s=3600)
+    now = time.time()
+    store.write_spans(make_spans_at(2500, now - 7200))  # older than the retention: more than one prune chunk
+    store.write_spans(make_spans_at(10, now - 60))
+    assert store.span_count() == 2510
+    assert store.prune(now) == 2500
+    assert store.span_count() == 10
+
+
+def test_retention_is_applied_while_writing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, retention_s=3600, prune_every_rows=50)
+    now = time.time()
+    store.write_spans(make_spans_at(40, now - 7200))
+    assert store.span_count() == 40  # below the prune threshold: not yet
+    store.write_spans(make_spans_at(20, now))
+    assert store.span_count() == 20
+
+
+def test_size_cap_keeps_the_store_bounded_and_drops_oldest_first(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, max_mb=1.0, prune_every_rows=200)
+    base = time.time() - 1000
+    for batch in range(16):  # about 4 MB of spans in all, 4x the cap
+        store.write_spans(make_spans_at(100, base + batch, payload=2500))
+    assert store.used_bytes() <= 1.25 * 1024 * 1024
+    assert store.db_path.stat().st_size <= 2.5 * 1024 * 1024  # freed pages are reused, the file stops growing
+    oldest = store.connect().execute("SELECT min(start) FROM spans").fetchone()[0]
+    newest = store.connect().execute("SELECT max(start) FROM spans").fetchone()[0]
+    assert oldest > base + 5  # the first batches went
+    assert newest >= base + 15  # the last one is there
+    assert 100 < store.span_count() < 600
+
+
+def test_size_cap_does_not_prune_again_once_under_the_cap(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, max_mb=1.0, prune_every_rows=10**9, prune_every_s=10**9)
+    store.write_spans(make_spans_at(600, time.time() - 100, payload=2500))
+    first = store.prune()
+    assert first > 0
+    assert store.prune() == 0  # the file keeps its size, but the live data is under the cap
+
+
+def test_reader_opens_existing_store_without_creating_anything(tmp_path: Path) -> None:
+    reader = LocalStore(tmp_path / "none", create=False)
+    assert not reader.exists()
+    with pytest.raises(FileNotFoundError):
+        reader.connect()
+    assert not (tmp_path / "none").exists()
+    LocalStore(tmp_path / "st").write_spans(make_spans(2))
+    assert LocalStore(tmp_path / "st", create=False).span_count() == 2
+
+
+def test_reader_sees_committed_spans_while_a_writer_holds_a_write_transaction(tmp_path: Path) -> None:
+    writer = LocalStore(tmp_path)
+    writer.write_spans(make_spans(3))
+    conn = sqlite3.connect(writer.db_path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    conn.execute("DELETE FROM spans")
+    try:
+        reader = LocalStore(tmp_path, create=False)
+        started = time.monotonic()
+        assert reader.span_count() == 3  # WAL: the reader sees the last commit, without waiting
+        assert time.monotonic() - started < 1.0
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def test_store_is_in_wal_mode(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write_spans(make_spans(1))
+    assert store.connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_counters_are_summed_over_processes_and_replaced_within_one(tmp_path: Path) -> None:
+    a = LocalStore(tmp_path)
+    b = LocalStore(tmp_path)  # another process: its own instance id
+    a.write_counters(101, {("spans_exported", "local"): 10, ("spans_dropped", "queue_full"): 2})
+    a.write_counters(101, {("spans_exported", "local"): 15, ("spans_dropped", "queue_full"): 3})  # totals so far
+    b.write_counters(101, {("spans_exported", "local"): 7})  # same pid (reused by the OS), another process
+    counters = LocalStore(tmp_path, create=False).counters()
+    assert counters == {("spans_exported", "local"): 22.0, ("spans_dropped", "queue_full"): 3.0}
+    assert a.processes() == 2
+
+
+def test_other_components_can_add_tables(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    conn = store.connect()
+    conn.execute("CREATE TABLE IF NOT EXISTS probe_results (probe TEXT, at REAL)")
+    conn.execute("INSERT INTO probe_results VALUES ('db', 1.0)")
+    store.write_spans(make_spans(1))
+    assert conn.execute("SELECT count(*) FROM probe_results").fetchone()[0] == 1
+
+
+def test_events_and_links_are_stored_as_json(tmp_path: Path) -> None:
+    from tests.agent.span_factory import provider
+
+    prov, collect = provider()
+    tracer = prov.get_tracer("t")
+    with tracer.start_as_current_span("with-event") as span:
+        span.add_event("retry", {"attempt": 2})
+    store = LocalStore(tmp_path)
+    store.write_spans(collect.spans)
+    (got,) = store.trace_spans(f"{collect.spans[0].context.trace_id:032x}")
+    assert got.events[0]["name"] == "retry" and got.events[0]["attributes"] == {"attempt": 2}
+    assert json.dumps(got.links) == "[]"
