@@ -331,20 +331,31 @@ class LocalStore:
     _span = staticmethod(row_to_span)
     _COLS = _COLS
 
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor | None:
+        """Run a query; ``None`` when the store's tables do not exist yet (a writer is creating them)."""
+        try:
+            return self.connect().execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        cur = self._read(sql, args)
+        return cur.fetchall() if cur is not None else []
+
     def trace_spans(self, trace_id: str) -> list[StoredSpan]:
-        rows = self.connect().execute(f"SELECT {_COLS} FROM spans WHERE trace_id = ? ORDER BY start",
-                                      (trace_id.lower(),)).fetchall()
+        rows = self._rows(f"SELECT {_COLS} FROM spans WHERE trace_id = ? ORDER BY start", (trace_id.lower(),))
         return [row_to_span(r) for r in rows]
 
     def traces_spans(self, trace_ids: Sequence[str]) -> dict[str, list[StoredSpan]]:
         """The spans of several traces at once, each list in start order."""
         out: dict[str, list[StoredSpan]] = {t: [] for t in trace_ids}
-        conn = self.connect()
         ids = list(trace_ids)
         for i in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT {_COLS} FROM spans WHERE trace_id IN ({marks}) ORDER BY start", chunk):
+            for row in self._rows(f"SELECT {_COLS} FROM spans WHERE trace_id IN ({marks}) ORDER BY start", chunk):
                 out[row[0]].append(row_to_span(row))
         return out
 
@@ -352,8 +363,8 @@ class LocalStore:
         """Trace ids starting with ``prefix`` (lower-case hex), through the primary-key index."""
         prefix = prefix.lower()
         upper = prefix + "g"  # 'g' sorts after every hex digit
-        rows = self.connect().execute("SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? "
-                                      "LIMIT ?", (prefix, upper, limit)).fetchall()
+        rows = self._rows("SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? LIMIT ?",
+                          (prefix, upper, limit))
         return [r[0] for r in rows]
 
     def recent_trace_ids(self, limit: int = 20, since: float | None = None) -> list[str]:
@@ -371,7 +382,9 @@ class LocalStore:
             args.append(since)
         sql += " ORDER BY start DESC"
         seen: dict[str, None] = {}
-        cur = self.connect().execute(sql, args)
+        cur = self._read(sql, args)
+        if cur is None:
+            return []
         while len(seen) < limit:
             rows = cur.fetchmany(512)
             if not rows:
@@ -384,21 +397,22 @@ class LocalStore:
         return list(seen)
 
     def spans_since(self, since: float, limit: int = 200_000) -> list[StoredSpan]:
-        rows = self.connect().execute(f"SELECT {_COLS} FROM spans WHERE start >= ? ORDER BY start LIMIT ?",
-                                      (since, limit)).fetchall()
+        rows = self._rows(f"SELECT {_COLS} FROM spans WHERE start >= ? ORDER BY start LIMIT ?", (since, limit))
         return [row_to_span(r) for r in rows]
 
     def span_count(self) -> int:
-        return int(self.connect().execute("SELECT count(*) FROM spans").fetchone()[0])
+        rows = self._rows("SELECT count(*) FROM spans")
+        return int(rows[0][0]) if rows else 0
 
     def counters(self) -> dict[tuple[str, str], float]:
         """Agent counters summed over every process that wrote them."""
-        rows = self.connect().execute("SELECT name, reason, sum(value) FROM process_counters GROUP BY name, reason")
-        return {(r[0], r[1]): float(r[2]) for r in rows.fetchall()}
+        rows = self._rows("SELECT name, reason, sum(value) FROM process_counters GROUP BY name, reason")
+        return {(r[0], r[1]): float(r[2]) for r in rows}
 
     def processes(self) -> int:
         """How many agent processes have reported counters (within the retention period)."""
-        return int(self.connect().execute("SELECT count(DISTINCT instance) FROM process_counters").fetchone()[0])
+        rows = self._rows("SELECT count(DISTINCT instance) FROM process_counters")
+        return int(rows[0][0]) if rows else 0
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

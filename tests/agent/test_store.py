@@ -180,3 +180,11 @@ def test_events_and_links_are_stored_as_json(tmp_path: Path) -> None:
     (got,) = store.trace_spans(f"{collect.spans[0].context.trace_id:032x}")
     assert got.events[0]["name"] == "retry" and got.events[0]["attributes"] == {"attempt": 2}
     assert json.dumps(got.links) == "[]"
+
+
+def test_reader_of_a_store_whose_tables_are_not_created_yet_sees_it_empty(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "spans.db").close()  # a writer has created the file, not yet the schema
+    reader = LocalStore(tmp_path, create=False)
+    assert reader.span_count() == 0
+    assert reader.recent_trace_ids() == [] and reader.trace_spans("0" * 32) == []
+    assert reader.counters() == {} and reader.processes() == 0
