@@ -289,6 +289,7 @@ def aws_block(known: dict[str, Any]) -> dict[str, Any]:
 _CHAIN_SPLIT = re.compile(
     r"\n\s*\n(?:During handling of the above exception, another exception occurred:|"
     r"The above exception was the direct cause of the following exception:)\s*\n\s*\n")
+_REPEATED = re.compile(r"\[Previous line repeated (\d+) more times?\]")
 _FRAME = re.compile(r'^[ \t|+]*File "(?P<path>[^"]*)", line (?P<line>\d+)(?:, in (?P<label>.*))?$', re.M)
 
 
@@ -301,7 +302,9 @@ def _frames(block: str) -> tuple[list[dict[str, Any]], int]:
     frames = [{"path": m.group("path"), "line": int(m.group("line")), "label": (m.group("label") or "").strip()}
               for m in _FRAME.finditer(block)]
     frames.reverse()
-    dropped = max(0, len(frames) - MAX_STACK_FRAMES)
+    # Python collapses runs of identical frames into one line; those frames count as truncated.
+    collapsed = sum(int(m.group(1)) for m in _REPEATED.finditer(block))
+    dropped = max(0, len(frames) - MAX_STACK_FRAMES) + collapsed
     return frames[:MAX_STACK_FRAMES], dropped
 
 

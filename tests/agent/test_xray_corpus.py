@@ -133,16 +133,21 @@ def shop_request(tracer: Tracer, *, path: str = "/payments", status: int = 200, 
             root.set_status(Status(StatusCode.ERROR))
 
 
-def _recurse(depth: int) -> None:
+def _ping(depth: int) -> None:
     if depth == 0:
         raise KeyError("order-42")
-    _recurse(depth - 1)
+    _pong(depth - 1)
+
+
+def _pong(depth: int) -> None:
+    _ping(depth - 1 if depth else 0)
 
 
 def raise_deep(depth: int = 120) -> None:
-    """An exception with a long stack trace and a chained cause."""
+    """An exception with a long stack trace (alternating frames, which Python does not collapse)
+    and a chained cause."""
     try:
-        _recurse(depth)
+        _ping(depth)
     except KeyError as exc:
         raise RuntimeError("payment could not be recorded") from exc
 
