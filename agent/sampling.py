@@ -118,8 +118,8 @@ class Bucket:
 class _Rule:
     """A compiled rule: every present matcher must match; maps to ``bucket``.
 
-    Holds its two possible root decisions ready-made (they carry ``sampling.tier``
-    and ``sampling.rule`` and never change), so a decision allocates nothing.
+    Holds its two possible root decisions for a span started without attributes
+    ready-made (they carry only ``sampling.tier`` and ``sampling.rule``).
     """
 
     __slots__ = ("bucket", "method", "path", "host", "name", "attributes", "result_attributes", "sampled",
@@ -342,10 +342,7 @@ class TieredSampler(Sampler):
                               {TIER_ATTR: default_tier, RULE_ATTR: "default"})
         self._segments = _compile_segments(self._rules, self._rule_globs)
         self._default_tier = default_tier
-        # Decisions for children whose parent carries no tracestate: shared, immutable.
-        self._child_sampled = SamplingResult(Decision.RECORD_AND_SAMPLE)
-        self._child_recorded = SamplingResult(Decision.RECORD_ONLY)
-        self._child_dropped = SamplingResult(Decision.DROP)
+        self._dropped = SamplingResult(Decision.DROP)
 
     @property
     def buckets(self) -> Mapping[str, Bucket]:
@@ -407,21 +404,25 @@ class TieredSampler(Sampler):
             elif self._record_unsampled and (pctx.is_remote or parent.is_recording()):
                 decision = Decision.RECORD_ONLY
             else:
-                decision = Decision.DROP
-            state = pctx.trace_state
-            if not state:
-                return (self._child_sampled if decision is Decision.RECORD_AND_SAMPLE
-                        else self._child_recorded if decision is Decision.RECORD_ONLY else self._child_dropped)
-            return SamplingResult(decision, None, state)
+                return self._dropped if not pctx.trace_state else SamplingResult(Decision.DROP, None,
+                                                                                pctx.trace_state)
+            # The SDK takes a recorded span's initial attributes from the result: pass them on.
+            return SamplingResult(decision, attributes, pctx.trace_state or None)
         try:
             rule = self.classify(name, attributes)
         except Exception:  # a bad attribute value must not break span creation
             rule = self._default
         if rule.bucket.take(trace_id, self._clock()):
-            return rule.sampled
-        if self._record_unsampled:
-            return rule.recorded
-        return self._child_dropped
+            decision = Decision.RECORD_AND_SAMPLE
+        elif self._record_unsampled:
+            decision = Decision.RECORD_ONLY
+        else:
+            return self._dropped
+        if attributes:
+            merged = dict(attributes)
+            merged.update(rule.result_attributes)
+            return SamplingResult(decision, merged)
+        return rule.sampled if decision is Decision.RECORD_AND_SAMPLE else rule.recorded
 
     def get_description(self) -> str:
         tiers = ",".join(f"{b.name}={b.rate:g}+{b.reservoir:g}/s" for b in self._buckets.values())

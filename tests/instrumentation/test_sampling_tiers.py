@@ -43,6 +43,10 @@ def decide(sampler: TieredSampler, attrs: dict[str, Any] | None = None, name: st
     return sampler.should_sample(parent, tid, name, attributes=attrs)
 
 
+def sampling_attrs(result: Any) -> dict[str, Any]:
+    return {k: v for k, v in result.attributes.items() if k.startswith("sampling.")}
+
+
 def within_sigmas(kept: int, n: int, rate: float, sigmas: float = 4.0) -> bool:
     expected = n * rate
     sd = math.sqrt(n * rate * (1 - rate))
@@ -135,7 +139,8 @@ def test_rules_first_match_wins_and_roots_carry_tier_and_rule() -> None:
     def attrs_of(a: dict[str, Any], name: str = "GET") -> dict[str, Any]:
         result = decide(s, a, name)
         assert result.decision is Decision.RECORD_AND_SAMPLE
-        return dict(result.attributes)
+        assert {k: result.attributes[k] for k in a} == a  # the span's own attributes are passed on
+        return sampling_attrs(result)
 
     assert attrs_of({"url.path": "/health"}) == {"sampling.tier": "health", "sampling.rule": "rules[0]"}
     assert attrs_of({"url.path": "/payments/9", "http.request.method": "post"})["sampling.rule"] == "rules[1]"
@@ -154,7 +159,7 @@ def test_business_tier_of_a_root_operation_wins_over_rules() -> None:
     s = TieredSampler(tiers, "general", [RuleConfig(tier="health", name="*")])
     result = decide(s, {"business.tier": "critical"}, "payment.settle")
     assert result.decision is Decision.RECORD_AND_SAMPLE
-    assert dict(result.attributes) == {"sampling.tier": "critical", "sampling.rule": "business.tier"}
+    assert sampling_attrs(result) == {"sampling.tier": "critical", "sampling.rule": "business.tier"}
     assert decide(s, {"business.tier": "nonsense"}, "x").decision is Decision.DROP
 
 
@@ -209,6 +214,20 @@ def test_children_of_a_recorded_unsampled_local_root_are_recorded_too() -> None:
         assert root.is_recording() and not root.get_span_context().trace_flags.sampled
 
 
+@pytest.mark.parametrize(("rate", "record"), [(1.0, False), (0.0, True)])
+def test_attributes_given_at_start_stay_on_sampled_and_recorded_roots_and_children(rate: float, record: bool) -> None:
+    """The SDK takes a span's first attributes from the sampling result: none may be lost."""
+    s = TieredSampler({k: TierConfig(rate, 0.0) for k in TIERS}, "general", record_unsampled=record)
+    tracer = TracerProvider(sampler=s, shutdown_on_exit=False).get_tracer("t")
+    with tracer.start_as_current_span("GET /x", attributes={"url.path": "/x", "n": 1}) as root:
+        with tracer.start_as_current_span("child", attributes={"db.system": "postgresql"}) as child:
+            assert dict(child.attributes or {}) == {"db.system": "postgresql"}  # type: ignore[attr-defined]
+        root_attrs = dict(root.attributes or {})  # type: ignore[attr-defined]
+    assert root_attrs == {"url.path": "/x", "n": 1, "sampling.tier": "general", "sampling.rule": "default"}
+    with tracer.start_as_current_span("bare") as bare:
+        assert dict(bare.attributes or {}) == {"sampling.tier": "general", "sampling.rule": "default"}  # type: ignore[attr-defined]
+
+
 def test_glob_matcher_shapes() -> None:
     assert glob_matcher("*", case_insensitive=False) is None
     exact = glob_matcher("/a", case_insensitive=False)
@@ -244,7 +263,7 @@ def test_a_rule_from_an_xray_rules_file_maps_to_its_tier_with_its_own_reservoir_
     assert isinstance(sampler, TieredSampler)
     checkout = decide(sampler, {"url.path": "/api/checkout/42", "http.request.method": "POST"})
     assert checkout.decision is Decision.RECORD_AND_SAMPLE  # the file rule's rate 1.0, not the tier's 0.0
-    assert dict(checkout.attributes) == {"sampling.tier": "critical", "sampling.rule": "xray:checkout"}
+    assert sampling_attrs(checkout) == {"sampling.tier": "critical", "sampling.rule": "xray:checkout"}
     assert decide(sampler, {"url.path": "/static/app.js"}).decision is Decision.DROP
     # Config rules come first; unmatched traffic goes to default_tier.
     assert decide(sampler, {"url.path": "/api/checkout/1", "http.request.method": "GET"}).decision is Decision.DROP
