@@ -1,0 +1,186 @@
+"""Indexed attributes: which span attributes become X-Ray annotations, within X-Ray's limits.
+
+X-Ray indexes *annotations* (searchable: ``annotation.school_id = "42"``) and keeps
+everything else as metadata. The collector's ``awsxray`` exporter reads the list
+of attribute **keys** in the span attribute ``aws.xray.annotations`` and turns
+those attributes into annotations, so putting the keys there makes the
+OTLP → ADOT path index them with no collector change; our own X-Ray exporters
+read the same list.
+
+Keys come from ``tracing.business.annotations`` (any span that has them) and from
+``index=`` on a business operation (that span). X-Ray's limits are enforced here:
+
+- keys are reduced to ``[A-Za-z0-9_]`` (:func:`annotation_key`), the first
+  attribute to claim a reduced key wins;
+- values must be a string, number or boolean, strings at most 1,000 characters
+  (longer ones are cut in the exported attribute), see :func:`annotation_value`;
+- at most 50 distinct annotation keys per trace: the first 50 in the order spans
+  reach the exporter (children end before their parents), the rest counted in
+  ``annotations_dropped{reason=limit}``; invalid values in
+  ``annotations_dropped{reason=invalid_value}``.
+
+The :class:`Annotator` runs on the export thread, after PII scrubbing, so an
+annotation value is always the scrubbed (or hashed) one. It never raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from agent.config_schema import Config
+from agent.selfmetrics import SelfMetrics
+
+__all__ = ["ANNOTATIONS_ATTR", "MAX_ANNOTATIONS_PER_TRACE", "MAX_KEY_CHARS", "MAX_VALUE_CHARS", "Annotator",
+           "annotation_key", "annotation_value", "build_annotator", "merge_index_keys"]
+
+ANNOTATIONS_ATTR = "aws.xray.annotations"
+MAX_ANNOTATIONS_PER_TRACE = 50
+MAX_VALUE_CHARS = 1000
+MAX_KEY_CHARS = 500
+#: Traces whose annotation count is remembered (the export thread sees a trace's spans close together).
+_TRACKED_TRACES = 8192
+
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_key_cache: dict[str, str] = {}
+
+
+def annotation_key(attr_key: str) -> str:
+    """The X-Ray annotation key for an attribute key: every character outside ``[A-Za-z0-9_]`` → ``_``.
+
+    ``payment.method`` → ``payment_method``; cut at 500 characters; never empty.
+    """
+    cached = _key_cache.get(attr_key)
+    if cached is not None:
+        return cached
+    key = _INVALID_KEY_CHARS.sub("_", attr_key)[:MAX_KEY_CHARS] or "_"
+    if len(_key_cache) < 4096:
+        _key_cache[attr_key] = key
+    return key
+
+
+def annotation_value(value: object) -> str | int | float | bool | None:
+    """``value`` as X-Ray accepts it in an annotation, or ``None`` when it cannot be one.
+
+    Strings are cut to 1,000 characters; non-finite floats, lists, bytes, ``None``
+    and anything else are not annotatable.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS]
+    return None
+
+
+def merge_index_keys(existing: object, keys: Iterable[str]) -> tuple[str, ...]:
+    """The ``aws.xray.annotations`` value with ``keys`` added (order kept, no duplicates)."""
+    out: list[str] = [k for k in existing if isinstance(k, str)] if isinstance(existing, (list, tuple)) else []
+    for key in keys:
+        if key not in out:
+            out.append(key)
+    return tuple(out)
+
+
+class Annotator:
+    """Export-side step: mark configured keys, validate, truncate and cap annotations per trace.
+
+    Called from the pipeline's export thread; thread-safe anyway (one lock).
+    Returns the span itself when nothing changes.
+    """
+
+    def __init__(self, keys: Sequence[str], metrics: SelfMetrics, *,
+                 max_per_trace: int = MAX_ANNOTATIONS_PER_TRACE) -> None:
+        self.keys = tuple(dict.fromkeys(keys))
+        self.metrics = metrics
+        self.max_per_trace = max_per_trace
+        self._lock = threading.Lock()
+        self._per_trace: collections.OrderedDict[int, set[str]] = collections.OrderedDict()
+
+    def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        try:
+            return self._annotate(span)
+        except Exception:  # an annotation problem must not cost the span
+            self.metrics.inc("annotations_dropped", reason="internal_error")
+            return span
+
+    def _annotate(self, span: ReadableSpan) -> ReadableSpan:
+        attrs: Mapping[str, Any] = span.attributes or {}
+        existing = attrs.get(ANNOTATIONS_ATTR)
+        wanted = [k for k in self.keys if k in attrs]
+        if existing is None and not wanted:
+            return span
+        candidates = merge_index_keys(existing, wanted)
+        new_attrs = dict(attrs)
+        changed = False
+        chosen: list[str] = []
+        claimed: set[str] = set()
+        invalid = 0
+        for key in candidates:
+            value = annotation_value(attrs.get(key))
+            if value is None:
+                invalid += 1
+                continue
+            reduced = annotation_key(key)
+            if reduced in claimed:
+                continue
+            claimed.add(reduced)
+            chosen.append(key)
+            if isinstance(value, str) and value is not attrs.get(key):
+                new_attrs[key] = value  # cut to the annotation limit
+                changed = True
+        if invalid:
+            self.metrics.inc("annotations_dropped", invalid, reason="invalid_value")
+        ctx = span.context
+        if chosen and ctx is not None:
+            chosen, over = self._admit(ctx.trace_id, chosen)
+            if over:
+                self.metrics.inc("annotations_dropped", over, reason="limit")
+        marked = tuple(chosen)
+        if marked:
+            new_attrs[ANNOTATIONS_ATTR] = marked
+        else:
+            new_attrs.pop(ANNOTATIONS_ATTR, None)
+        if not changed and (marked or None) == (tuple(existing) if isinstance(existing, (list, tuple)) else existing):
+            return span
+        return ReadableSpan(
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=new_attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
+            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _admit(self, trace_id: int, keys: list[str]) -> tuple[list[str], int]:
+        """Keys this span may carry given what its trace already uses; and how many were refused."""
+        with self._lock:
+            used = self._per_trace.get(trace_id)
+            if used is None:
+                used = set()
+                self._per_trace[trace_id] = used
+                if len(self._per_trace) > _TRACKED_TRACES:
+                    self._per_trace.popitem(last=False)
+            admitted: list[str] = []
+            over = 0
+            for key in keys:
+                reduced = annotation_key(key)
+                if reduced in used:
+                    admitted.append(key)
+                elif len(used) < self.max_per_trace:
+                    used.add(reduced)
+                    admitted.append(key)
+                else:
+                    over += 1
+            return admitted, over
+
+
+def build_annotator(cfg: Config, metrics: SelfMetrics) -> Annotator:
+    """The export-side annotator for ``cfg`` (keys from ``tracing.business.annotations``)."""
+    return Annotator(cfg.tracing.business.annotations, metrics)

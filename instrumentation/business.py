@@ -1,0 +1,385 @@
+"""Business-context spans: ``payment.create``, ``rfid.verify``, ``order.create`` ...
+
+The public API (re-exported by :mod:`instrumentation`):
+
+- :func:`business_operation` decorates a sync or async function or method;
+- :func:`business_span` is a sync and async context manager yielding the span;
+- :func:`set_business_attributes` adds attributes to the current span;
+- :func:`record_outcome` records ``success`` / ``failure`` (and why).
+
+A business span carries ``business.operation``, ``business.tier`` (the sampling
+tier when it starts a trace), ``business.outcome`` (``success`` | ``failure``),
+``business.failure_reason`` and the attributes given, named the way the
+OpenTelemetry semantic conventions name them (:func:`namespace_key`):
+a key with a dot is kept; ``<entity>_<field>`` becomes ``<entity>.<field>``
+(``school_id`` → ``school.id``, ``payment_method`` → ``payment.method``); any other
+key is put under the operation's first word (``amount`` on ``payment.create`` →
+``payment.amount``).
+
+An exception is recorded on the span (status ``ERROR``, outcome ``failure``,
+reason the exception type) and re-raised untouched. Cancellation
+(``asyncio.CancelledError``) is a ``failure`` with reason ``cancelled`` but not an
+error. Every operation is also counted in the per-operation metrics recorder when
+the agent has one.
+
+Cost: inside a trace that is not sampled and not recorded (keep-errors off), no
+span is created at all: the operation only times itself and updates the metrics.
+Telemetry failures never reach the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import decimal
+import enum
+import functools
+import inspect
+import numbers
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from agent import runtime as _runtime
+from agent.config_schema import TIER_NAMES
+from instrumentation.annotations import ANNOTATIONS_ATTR, merge_index_keys
+
+__all__ = ["business_operation", "business_span", "namespace_key", "record_outcome", "set_business_attributes"]
+
+TRACER_NAME = "pulsetrace.business"
+OPERATION_ATTR = "business.operation"
+TIER_ATTR = "business.tier"
+OUTCOME_ATTR = "business.outcome"
+REASON_ATTR = "business.failure_reason"
+DEFAULT_TIER = "business"
+
+F = TypeVar("F")
+
+AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+
+
+class _Operation:
+    """The business operation in progress in this context (for nested calls and record_outcome)."""
+
+    __slots__ = ("name", "tier", "span", "success", "reason", "index")
+
+    def __init__(self, name: str, tier: str, index: frozenset[str]) -> None:
+        self.name = name
+        self.tier = tier
+        self.span: Span = trace.INVALID_SPAN
+        self.success: bool | None = None
+        self.reason: str | None = None
+        self.index = index
+
+
+_CURRENT: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar("pulsetrace_business_operation",
+                                                                             default=None)
+_tracer_cache: tuple[trace.TracerProvider, trace.Tracer] | None = None
+_key_cache: dict[tuple[str, str], str] = {}
+
+
+def _tracer() -> trace.Tracer:
+    global _tracer_cache
+    provider = trace.get_tracer_provider()
+    cached = _tracer_cache
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    tracer = provider.get_tracer(TRACER_NAME)
+    _tracer_cache = (provider, tracer)
+    return tracer
+
+
+def namespace_key(operation: str | None, key: str) -> str:
+    """The attribute name for a keyword given to a business operation (see the module docstring)."""
+    prefix = operation.split(".", 1)[0] if operation else "business"
+    cached = _key_cache.get((prefix, key))
+    if cached is not None:
+        return cached
+    if "." in key:
+        out = key
+    else:
+        entity, sep, field = key.partition("_")
+        out = f"{entity}.{field}" if sep and entity and field else f"{prefix}.{key}"
+    if len(_key_cache) < 4096:
+        _key_cache[(prefix, key)] = out
+    return out
+
+
+def _coerce(value: object) -> AttributeValue | None:
+    """An attribute value OpenTelemetry accepts; ``None`` to leave the attribute out."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _coerce(value.value)
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # money, fractions, numpy: filterable numbers
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        items = [v for v in (_coerce(v) for v in value) if isinstance(v, (str, bool, int, float))]
+        if items and all(type(v) is type(items[0]) for v in items):
+            return cast(AttributeValue, tuple(items))
+        return tuple(str(v) for v in items)
+    return str(value)
+
+
+def _attributes(operation: str, tier: str, given: Mapping[str, object], index: frozenset[str]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {OPERATION_ATTR: operation, TIER_ATTR: tier}
+    for key, value in given.items():
+        coerced = _coerce(value)
+        if coerced is not None:
+            attrs[namespace_key(operation, key)] = coerced
+    if index:
+        listed = [k for k in index if k in attrs]
+        if listed:
+            attrs[ANNOTATIONS_ATTR] = tuple(listed)
+    return attrs
+
+
+def _index_keys(operation: str, index: Iterable[str] | None) -> frozenset[str]:
+    if not index:
+        return frozenset()
+    if isinstance(index, str):
+        index = (index,)
+    return frozenset(namespace_key(operation, k) for k in index)
+
+
+def _check_tier(tier: str) -> str:
+    if tier not in TIER_NAMES:
+        raise ValueError(f"unknown tier {tier!r}: expected one of {', '.join(TIER_NAMES)}")
+    return tier
+
+
+class _BusinessSpan:
+    """The context manager behind :func:`business_span` and :func:`business_operation` (sync and async)."""
+
+    __slots__ = ("_name", "_tier", "_given", "_index", "_op", "_op_token", "_ctx_token", "_started")
+
+    def __init__(self, name: str, tier: str, given: Mapping[str, object], index: frozenset[str]) -> None:
+        self._name = name
+        self._tier = tier
+        self._given = given
+        self._index = index
+        self._op: _Operation | None = None
+        self._op_token: contextvars.Token[_Operation | None] | None = None
+        self._ctx_token: object = None
+        self._started = 0.0
+
+    def __enter__(self) -> Span:
+        self._started = time.perf_counter()
+        try:
+            op = _Operation(self._name, self._tier, self._index)
+            self._op = op
+            self._op_token = _CURRENT.set(op)
+            parent = trace.get_current_span()
+            pctx = parent.get_span_context()
+            if pctx.is_valid and not pctx.trace_flags.sampled and not pctx.is_remote and not parent.is_recording():
+                # Not sampled and nothing records this trace: no span at all, only the metrics.
+                op.span = parent
+                return parent
+            span = _tracer().start_span(self._name,
+                                        attributes=_attributes(self._name, self._tier, self._given, self._index))
+            self._ctx_token = otel_context.attach(trace.set_span_in_context(span))
+            op.span = span
+            return span
+        except Exception:  # telemetry must not break the operation
+            return trace.INVALID_SPAN
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        latency_ms = (time.perf_counter() - self._started) * 1000.0
+        op = self._op
+        try:
+            if op is None:
+                return
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            fault = exc is not None and not cancelled
+            success = op.success if op.success is not None else exc is None
+            reason = op.reason
+            if not success and reason is None and exc is not None:
+                reason = "cancelled" if cancelled else type(exc).__name__
+            if self._ctx_token is not None:
+                span = op.span
+                if span.is_recording():
+                    if exc is not None and not cancelled:
+                        span.record_exception(exc, escaped=True)
+                        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
+                    span.set_attribute(OUTCOME_ATTR, "success" if success else "failure")
+                    if not success and reason:
+                        span.set_attribute(REASON_ATTR, reason)
+                span.end()
+                try:
+                    otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
+                except Exception:
+                    pass
+                self._ctx_token = None
+            agent = _runtime._AGENT
+            if agent is not None and agent.recorder is not None:
+                agent.recorder.record(op.name, op.tier, latency_ms, not success and not fault, fault)
+        except Exception:
+            pass
+        finally:
+            token = self._op_token
+            self._op_token = None
+            if token is not None:
+                try:
+                    _CURRENT.reset(token)
+                except ValueError:  # entered in another context (a generator resumed elsewhere)
+                    pass
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def business_span(name: str, tier: str = DEFAULT_TIER, *, index: Iterable[str] | None = None,
+                  **attributes: object) -> _BusinessSpan:
+    """A business span as a context manager (``with`` or ``async with``) yielding the span.
+
+    ``attributes`` are named by :func:`namespace_key`; ``index`` names the ones to
+    make X-Ray annotations (as given or as named, e.g. ``school_id`` or ``school.id``).
+    """
+    _check_tier(tier)
+    return _BusinessSpan(name, tier, attributes, _index_keys(name, index))
+
+
+class _Capture:
+    """Reads the named parameters of one call without binding the whole signature."""
+
+    __slots__ = ("plan", "varkw")
+
+    def __init__(self, fn: Callable[..., Any], names: Sequence[str]) -> None:
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        self.plan: list[tuple[str, int | None, object]] = []
+        self.varkw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        for name in names:
+            param = sig.parameters.get(name)
+            if param is None:
+                if self.varkw:
+                    self.plan.append((name, None, None))
+                    continue
+                raise TypeError(f"business_operation: {getattr(fn, '__qualname__', fn)!r} has no parameter {name!r}")
+            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise TypeError(f"business_operation: cannot capture *args/**kwargs parameter {name!r}")
+            position = params.index(param) if param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                             inspect.Parameter.POSITIONAL_OR_KEYWORD) else None
+            default = param.default if param.default is not inspect.Parameter.empty else None
+            self.plan.append((name, position, default))
+
+    def __call__(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, position, default in self.plan:
+            if name in kwargs:
+                out[name] = kwargs[name]
+            elif position is not None and position < len(args):
+                out[name] = args[position]
+            elif default is not None:
+                out[name] = default
+        return out
+
+
+def business_operation(name: str, tier: str = DEFAULT_TIER,
+                       attributes: Mapping[str, object] | Sequence[str] | None = None,
+                       index: Iterable[str] | None = None) -> Callable[[F], F]:
+    """Decorate a function, coroutine function or method as the business operation ``name``.
+
+    ``attributes`` is either a mapping of fixed attributes, or a list of parameter
+    names whose call values are recorded (``["order_id", "amount"]`` →
+    ``order.id``, ``payment.amount``). ``index`` names attributes to make X-Ray
+    annotations. Generator functions are refused at decoration time (wrap the
+    work inside them in :func:`business_span` instead): their body runs after the
+    call returns, so the span would time nothing.
+    """
+    _check_tier(tier)
+    index_keys = _index_keys(name, index)
+    static: Mapping[str, object] = attributes if isinstance(attributes, Mapping) else {}
+    names: Sequence[str] = () if attributes is None or isinstance(attributes, (Mapping, str)) else attributes
+    if isinstance(attributes, str):
+        names = (attributes,)
+
+    def decorate(fn: F) -> F:
+        if isinstance(fn, (staticmethod, classmethod)):
+            return cast(F, type(fn)(decorate(fn.__func__)))
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"business_operation cannot wrap the generator function "
+                            f"{getattr(fn, '__qualname__', fn)!r}: use `with business_span(...)` inside it")
+        if not callable(fn):
+            raise TypeError(f"business_operation decorates functions, not {type(fn).__name__}")
+        capture = _Capture(fn, names) if names else None
+
+        def given(args: tuple[object, ...], kwargs: Mapping[str, object]) -> Mapping[str, object]:
+            if capture is None:
+                return static
+            try:
+                captured = capture(args, kwargs)
+            except Exception:
+                return static
+            return {**static, **captured} if static else captured
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with _BusinessSpan(name, tier, given(args, kwargs), index_keys):
+                    return await fn(*args, **kwargs)
+
+            async_wrapper.__pulsetrace_business__ = name  # type: ignore[attr-defined]
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _BusinessSpan(name, tier, given(args, kwargs), index_keys):
+                return fn(*args, **kwargs)
+
+        wrapper.__pulsetrace_business__ = name  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def set_business_attributes(**attributes: object) -> None:
+    """Add attributes to the current span, named for the current business operation."""
+    try:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        op = _CURRENT.get()
+        operation = op.name if op is not None else None
+        indexed: list[str] = []
+        for key, value in attributes.items():
+            coerced = _coerce(value)
+            if coerced is None:
+                continue
+            full = namespace_key(operation, key)
+            span.set_attribute(full, coerced)
+            if op is not None and full in op.index:
+                indexed.append(full)
+        if indexed:
+            existing = getattr(span, "attributes", None) or {}
+            span.set_attribute(ANNOTATIONS_ATTR, merge_index_keys(existing.get(ANNOTATIONS_ATTR), indexed))
+    except Exception:
+        pass
+
+
+def record_outcome(success: bool, reason: str | None = None) -> None:
+    """Record the outcome of the current business operation (and on the current span)."""
+    try:
+        op = _CURRENT.get()
+        if op is not None:
+            op.success = bool(success)
+            op.reason = reason
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(OUTCOME_ATTR, "success" if success else "failure")
+            if not success and reason:
+                span.set_attribute(REASON_ATTR, reason)
+    except Exception:
+        pass
