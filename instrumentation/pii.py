@@ -1,14 +1,358 @@
-"""PLACEHOLDER until issue 3: PII and secret scrubbing of spans before export."""
+"""PII and secret scrubbing of finished spans, before any exporter sees them.
+
+:func:`build_scrubber` gives the pipeline its export-side transform: every span
+(on the export thread, never on the request path) goes through
+:class:`PiiScrubber` and then the annotation step of
+:mod:`instrumentation.annotations`. What is scrubbed, in span names, attribute
+values, event names and attributes (``exception.message``,
+``exception.stacktrace``), link attributes and the status description:
+
+- **keys that name secrets** (``password``, ``passwd``, ``secret``, ``token``,
+  ``authorization``, ``cookie``, ``set-cookie``, ``api_key``, ``apikey``,
+  ``x-api-key``, ``private_key``, ``credential``, ``session`` and
+  ``tracing.pii.secret_keys``; matched as fragments of the lower-cased key with
+  ``-`` and ``.`` read as ``_``): string values become ``[REDACTED]``; numbers
+  and booleans are kept (``llm.usage.total_tokens`` is a count, not a secret);
+- **keys that name personal data** (``email``, ``phone``, ``mobile``,
+  ``msisdn``, ``card_number``, ``cvv``): any value becomes ``[REDACTED]``;
+- **keys in** ``tracing.pii.hash_keys``: exported only as ``h:`` + the hex
+  HMAC-SHA256 of the value under ``tracing.pii.hash_secret`` (the same user can be
+  followed across traces; the id never leaves the process). Without a secret a
+  random per-process key is used, so hashes do not match across processes;
+- ``db.statement`` / ``db.query.text``: literals replaced by ``?``
+  (:func:`instrumentation.sql.sanitize_sql`);
+- **in any string** (:func:`scrub_text`): credentials in URLs
+  (``scheme://user:pass@`` → ``scheme://[REDACTED]@``), ``Bearer``/``Basic``
+  credentials, ``key=value`` / ``key: value`` pairs whose key names a secret
+  (query strings included, e.g. ``?token=..``, ``X-Amz-Signature=..``), e-mail
+  addresses (``[EMAIL]``), card numbers (13–19 digits, spaces or dashes allowed,
+  Luhn-valid: ``[CARD]``) and phone numbers (``[PHONE]``). Percent-encoded text is
+  decoded first so ``bob%40example.com`` is caught too.
+
+Phone heuristics, chosen so ordinary numbers (ids, timestamps, amounts, dates,
+IP addresses) survive: ``+`` followed by 7–15 digits (E.164, separators allowed);
+North-American ``(NNN) NNN-NNNN`` / ``NNN-NNN-NNNN`` / ``NNN.NNN.NNNN`` /
+``NNN NNN NNNN``; trunk-prefixed national numbers in 2–3 groups starting with
+``0`` (``020 7946 0958``, ``07700 900123``, ``098765 43210``); Indian mobiles
+``NNNNN NNNNN`` starting with 6–9. A bare run of digits is never taken for a
+phone number (under a phone-named key it is redacted anyway). Numbers that are not
+strings are never pattern-matched.
+
+Cards: a 13–19 digit number that passes the Luhn check is redacted even if it
+was an id (about one such id in ten): privacy over fidelity.
+
+The scrubber never raises; the pipeline drops (and counts) a span it cannot
+scrub rather than export it unscrubbed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Link, Status
 
 from agent.config_schema import Config
 from agent.selfmetrics import SelfMetrics
+from instrumentation.annotations import build_annotator
+from instrumentation.sql import sanitize_sql
+
+__all__ = ["REDACTED", "PiiScrubber", "build_scrubber", "luhn_valid", "scrub_text"]
+
+_log = logging.getLogger("pulsetrace.pii")
+
+REDACTED = "[REDACTED]"
+EMAIL = "[EMAIL]"
+CARD = "[CARD]"
+PHONE = "[PHONE]"
+
+SECRET_KEY_FRAGMENTS: tuple[str, ...] = (
+    "password", "passwd", "secret", "token", "authorization", "cookie", "set_cookie", "api_key", "apikey",
+    "x_api_key", "private_key", "credential", "session",
+)
+PII_KEY_FRAGMENTS: tuple[str, ...] = ("email", "phone", "mobile", "msisdn", "card_number", "cardnumber", "cvv")
+SQL_KEYS = frozenset({"db.statement", "db.query.text"})
+
+# --- patterns -----------------------------------------------------------------------------
+
+#: A string without any of these cannot hold anything we scrub: returned untouched.
+_TRIGGER = re.compile(r"[@=:%0-9]|(?i:bearer|basic|digest)\s")
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]+=*")
+_SECRET_WORDS = (r"password|passwd|pwd|secret|token|api[_\-]?key|private[_\-]?key|access[_\-]?key|credential|"
+                 r"session|signature|cookie|authorization")
+_QUERY_SHORT_NAMES = r"sig|key|code|pass|pw|auth"
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+")
+#: Maximal runs of digits with single space/dash separators, long enough to hold a card.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}(?!\d)")
+_E164 = re.compile(r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)")
+_NANP = re.compile(r"(?<![\w.\-+])(?:\(\d{3}\)\s?|\d{3}[\-. ])\d{3}[\-. ]\d{4}(?![\w\-]|\.\d)")
+_TRUNK = re.compile(r"(?<![\w.\-+:/])0\d{1,5}(?:[ \-]\d{2,6}){1,2}(?![\w\-]|[.:/]\d)")
+_IN_MOBILE = re.compile(r"(?<![\w.\-+:/])[6-9]\d{4} \d{5}(?![\w\-]|[.:/]\d)")
+_SEPARATORS = re.compile(r"[ \-]")
+
+
+def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
+    words = _SECRET_WORDS + "".join("|" + re.escape(w) for w in extra if w)
+    return re.compile(
+        rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})=|[\w.\-]*(?:{words})[\w.\-]*[\"']?\s*[:=]\s*[\"']?)"
+        r"([^\s&;,\"'}\]]+)")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn check used by card numbers."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _cards(match: re.Match[str]) -> str:
+    text = match.group(0)
+    groups = _SEPARATORS.split(text)
+    digits = "".join(groups)
+    if len(digits) <= 19:
+        return CARD if len(digits) >= 13 and luhn_valid(digits) else text
+    # A longer run (a card next to other numbers): redact every window of whole groups
+    # that is a valid card; their union, so a spurious window can only widen the cut.
+    spans: list[tuple[int, int]] = []
+    starts: list[int] = []
+    pos = 0
+    for g in groups:
+        starts.append(pos)
+        pos += len(g) + 1
+    n = min(len(groups), 40)
+    for i in range(n):
+        count = 0
+        for j in range(i, n):
+            count += len(groups[j])
+            if count > 19:
+                break
+            if count >= 13 and luhn_valid("".join(groups[i:j + 1])):
+                spans.append((starts[i], starts[j] + len(groups[j])))
+    if not spans:
+        return text
+    spans.sort()
+    out: list[str] = []
+    last = 0
+    cur_s, cur_e = spans[0]
+    for s, e in spans[1:]:
+        if s <= cur_e + 1:
+            cur_e = max(cur_e, e)
+            continue
+        out.append(text[last:cur_s] + CARD)
+        last = cur_e
+        cur_s, cur_e = s, e
+    out.append(text[last:cur_s] + CARD)
+    out.append(text[cur_e:])
+    return "".join(out)
+
+
+def _trunk_phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return PHONE if 10 <= sum(c.isdigit() for c in text) <= 12 else text
+
+
+class _TextScrubber:
+    """All string rules, compiled once for a configuration."""
+
+    def __init__(self, extra_secret_words: Sequence[str] = ()) -> None:
+        self._pairs = _secret_pair_pattern(extra_secret_words)
+
+    def __call__(self, text: str) -> str:
+        if _TRIGGER.search(text) is None:
+            return text
+        if "%" in text:
+            try:
+                decoded = unquote(text, errors="strict")
+            except UnicodeDecodeError:
+                decoded = text
+            text = decoded
+        text = _URL_CREDENTIALS.sub(r"\1" + REDACTED + "@", text)
+        text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
+        text = self._pairs.sub(r"\1" + REDACTED, text)
+        if "@" in text:
+            text = _EMAIL.sub(EMAIL, text)
+        text = _DIGIT_RUN.sub(_cards, text)
+        if "+" in text:
+            text = _E164.sub(PHONE, text)
+        text = _NANP.sub(PHONE, text)
+        text = _TRUNK.sub(_trunk_phone, text)
+        text = _IN_MOBILE.sub(PHONE, text)
+        return text
+
+
+_default_text_scrubber = _TextScrubber()
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with URL credentials, secrets, e-mails, card and phone numbers redacted (default rules)."""
+    return _default_text_scrubber(text)
+
+
+# Key actions.
+_PLAIN, _SECRET, _PII, _HASH, _SQL = range(5)
+
+
+class PiiScrubber:
+    """``ReadableSpan`` → scrubbed ``ReadableSpan`` (the same object when nothing needed scrubbing)."""
+
+    def __init__(self, *, hash_keys: Sequence[str] = (), hash_secret: str = "", secret_keys: Sequence[str] = (),
+                 metrics: SelfMetrics | None = None) -> None:
+        self.metrics = metrics
+        self._hash_keys = frozenset(hash_keys)
+        if hash_keys and not hash_secret:
+            _log.warning("tracing.pii.hash_keys is set without tracing.pii.hash_secret: "
+                         "hashes use a per-process key and will not match across processes")
+        self._hash_key = hash_secret.encode("utf-8") if hash_secret else secrets.token_bytes(32)
+        extra = tuple(_norm(k) for k in secret_keys if k)
+        self._secret_fragments = SECRET_KEY_FRAGMENTS + extra
+        self._text = _TextScrubber(tuple(k for k in secret_keys if k))
+        self._actions: dict[str, int] = {}
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _action(self, key: str) -> int:
+        action = self._actions.get(key)
+        if action is not None:
+            return action
+        norm = _norm(key)
+        if key in self._hash_keys:
+            action = _HASH
+        elif key in SQL_KEYS:
+            action = _SQL
+        elif any(f in norm for f in self._secret_fragments):
+            action = _SECRET
+        elif any(f in norm for f in PII_KEY_FRAGMENTS):
+            action = _PII
+        else:
+            action = _PLAIN
+        if len(self._actions) < 8192:
+            self._actions[key] = action
+        return action
+
+    def hash_value(self, value: object) -> str:
+        """``h:`` + hex HMAC-SHA256 of ``str(value)`` under the configured secret."""
+        raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        return "h:" + hmac.new(self._hash_key, raw, hashlib.sha256).hexdigest()
+
+    # -- values -----------------------------------------------------------------------------
+
+    def _value(self, action: int, value: Any) -> Any:
+        if action == _PLAIN:
+            if isinstance(value, str):
+                return self._text(value)
+            if isinstance(value, (list, tuple)):
+                return tuple(self._text(v) if isinstance(v, str) else v for v in value)
+            return value
+        if action == _HASH:
+            if isinstance(value, (list, tuple)):
+                return tuple(self.hash_value(v) for v in value)
+            return self.hash_value(value)
+        if action == _SQL:
+            if isinstance(value, str):
+                return self._text(sanitize_sql(value))
+            return value
+        if action == _SECRET:
+            if isinstance(value, (str, bytes)):
+                return REDACTED if value else value
+            if isinstance(value, (list, tuple)):
+                return tuple(REDACTED if isinstance(v, (str, bytes)) and v else v for v in value)
+            return value
+        return REDACTED  # _PII: whatever the type
+
+    def attributes(self, attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """Scrubbed copy of ``attrs``, or ``None`` when nothing changed."""
+        if not attrs:
+            return None
+        out: dict[str, Any] | None = None
+        for key, value in attrs.items():
+            new = self._value(self._action(key), value)
+            if new is not value and new != value:
+                if out is None:
+                    out = dict(attrs)
+                out[key] = new
+        return out
+
+    def text(self, text: str) -> str:
+        return self._text(text)
+
+    # -- spans ------------------------------------------------------------------------------
+
+    def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        changed = False
+        name = self._text(span.name)
+        if name != span.name:
+            changed = True
+        attrs = self.attributes(span.attributes)
+        if attrs is not None:
+            changed = True
+        events: Sequence[Event] = span.events
+        new_events: list[Event] | None = None
+        for i, event in enumerate(events):
+            ev_name = self._text(event.name)
+            ev_attrs = self.attributes(event.attributes)
+            if ev_attrs is not None or ev_name != event.name:
+                if new_events is None:
+                    new_events = list(events)
+                new_events[i] = Event(ev_name, ev_attrs if ev_attrs is not None else event.attributes,
+                                      event.timestamp)
+        if new_events is not None:
+            events = new_events
+            changed = True
+        links: Sequence[Link] = span.links
+        new_links: list[Link] | None = None
+        for i, link in enumerate(links):
+            link_attrs = self.attributes(link.attributes)
+            if link_attrs is not None:
+                if new_links is None:
+                    new_links = list(links)
+                new_links[i] = Link(link.context, link_attrs)
+        if new_links is not None:
+            links = new_links
+            changed = True
+        status = span.status
+        if status.description:
+            description = self._text(status.description)
+            if description != status.description:
+                status = Status(status.status_code, description)
+                changed = True
+        if not changed:
+            return span
+        return ReadableSpan(
+            name=name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=attrs if attrs is not None else span.attributes, events=events, links=links,
+            kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "_").replace(".", "_")
 
 
 def build_scrubber(cfg: Config, metrics: SelfMetrics) -> Callable[[ReadableSpan], ReadableSpan] | None:
-    return None
+    """The export-side transform every exporter sees: PII scrubbing, then X-Ray annotation marking."""
+    pii = cfg.tracing.pii
+    scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys,
+                           metrics=metrics)
+    annotator = build_annotator(cfg, metrics)
+
+    def transform(span: ReadableSpan) -> ReadableSpan:
+        return annotator(scrubber(span))
+
+    return transform
