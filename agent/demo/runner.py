@@ -61,15 +61,15 @@ def _pulsetrace(*args: str) -> list[str]:
 def _write_config(env: DemoEnv, gateway_port: int, shop_port: int) -> Path:
     probes: list[dict[str, Any]] = []
     if env.postgres is not None:
-        probes.append({"name": "db", "type": "postgres", "dsn": "${DEMO_DB_DSN}", "interval": "2s", "timeout": "1s",
+        probes.append({"name": "db", "type": "postgres", "dsn": "${DEMO_DB_DSN:-postgresql://app@127.0.0.1:1/shop}", "interval": "2s", "timeout": "1s",
                        "critical": True, "thresholds": {"connect_ms": 200, "query_ms": 100}, "sla": 99.9,
                        "impact": {"revenue_per_minute": 120, "users": 5000}})
     if env.redis is not None:
-        probes.append({"name": "cache", "type": "redis", "url": "${DEMO_REDIS_URL}", "interval": "2s",
+        probes.append({"name": "cache", "type": "redis", "url": "${DEMO_REDIS_URL:-redis://127.0.0.1:1/0}", "interval": "2s",
                        "timeout": "1s", "thresholds": {"ping_ms": 50}, "sla": 99.5,
                        "impact": {"revenue_per_minute": 10, "users": 5000}})
         probes.append({"name": "rfid", "type": "rfid", "interval": "2s", "timeout": "1s", "max_age": "4s",
-                       "source": {"redis_url": "${DEMO_REDIS_URL}", "key_pattern": "rfid:reader:*"}, "sla": 99.0,
+                       "source": {"redis_url": "${DEMO_REDIS_URL:-redis://127.0.0.1:1/0}", "key_pattern": "rfid:reader:*"}, "sla": 99.0,
                        "impact": {"users": 1200}})
     probes.append({"name": "payments", "type": "http", "url": f"http://127.0.0.1:{gateway_port}/status",
                    "interval": "2s", "timeout": "1s", "expect_status": [200], "thresholds": {"latency_ms": 500},
@@ -80,7 +80,10 @@ def _write_config(env: DemoEnv, gateway_port: int, shop_port: int) -> Path:
         "tracing": {"exporters": ["local"], "sampling": {"slow_ms": 200}},
         "health": {"listen": f"127.0.0.1:{env.health_port}", "probes": probes},
     }
-    path = env.workdir / "pulsetrace.yaml"
+    # Kept beside the store, so that `pulsetrace sla --config ...` works after the demo too;
+    # the secrets stay in environment variables that only the demo's processes have.
+    env.store.mkdir(parents=True, exist_ok=True)
+    path = env.store / "demo.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -122,6 +125,8 @@ def _traffic(base: str, duration: float, env: DemoEnv) -> dict[str, int]:
     started = time.monotonic()
     rng = random.Random(7)
     width = 30
+    last_step = -width
+    tty = bool(getattr(env.out, "isatty", lambda: False)())
     with httpx.Client(base_url=base, timeout=10.0) as client:
         while time.monotonic() < deadline:
             school = f"school-{rng.randrange(1, 60)}"
@@ -150,13 +155,17 @@ def _traffic(base: str, duration: float, env: DemoEnv) -> dict[str, int]:
                 key = "failed"
             counts[key] = counts.get(key, 0) + 1
             done = min(1.0, (time.monotonic() - started) / duration)
-            total = sum(counts.values())
-            bar = "#" * int(done * width) + "." * (width - int(done * width))
-            env.out.write(f"\r  [{bar}] {done * 100:3.0f}%  {total} requests  "
-                          + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + "   ")
-            env.out.flush()
-            time.sleep(0.02)
-    env.out.write("\n")
+            step = int(done * width)
+            if tty or step >= last_step + width // 4 or done >= 1.0 and last_step < width:
+                last_step = step
+                total = sum(counts.values())
+                bar = "#" * step + "." * (width - step)
+                env.out.write(("\r" if tty else "") + f"  [{bar}] {done * 100:3.0f}%  {total} requests  "
+                              + " ".join(f"{k}={v}" for k, v in sorted(counts.items())) + ("   " if tty else "\n"))
+                env.out.flush()
+            time.sleep(0.01)
+    if tty:
+        env.out.write("\n")
     return counts
 
 
@@ -228,7 +237,8 @@ def _print_summary(env: DemoEnv, config: Path, counts: dict[str, int]) -> None:
         for line in env.skipped:
             env.say(f"  - {line}")
     env.say("")
-    env.say(f"The store is in {env.store}; look again with: pulsetrace traces --config {config}")
+    env.say(f"The store is in {env.store}. Look again with `pulsetrace traces`, `pulsetrace servicemap` and "
+            f"`pulsetrace sla --config {config}` from this directory.")
 
 
 def _example_traces(env: DemoEnv) -> list[tuple[str, str]]:
