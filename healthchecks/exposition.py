@@ -1,0 +1,124 @@
+"""Prometheus text exposition (format 0.0.4) of the health details and the agent's self-metrics.
+
+Built from the details dict (the same snapshot ``/health/details`` shows), so it never
+runs a probe and shows exactly what the snapshot holds. Probe details and measurements
+are already redacted; only numbers and probe names appear as values or labels here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.selfmetrics import SelfMetrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATUSES = ("UP", "DEGRADED", "DOWN", "UNKNOWN")
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        f = float(value)
+        if math.isnan(f):
+            return "NaN"
+        if math.isinf(f):
+            return "+Inf" if f > 0 else "-Inf"
+        return repr(f) if not f.is_integer() else str(int(f)) if abs(f) < 1e15 else repr(f)
+    return None
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.declared: set[str] = set()
+
+    def metric(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, object], object]]) -> None:
+        rendered = []
+        for labels, value in samples:
+            text = _num(value)
+            if text is None:
+                continue
+            label_text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            rendered.append(f"{name}{{{label_text}}} {text}" if label_text else f"{name} {text}")
+        if not rendered:
+            return
+        if name not in self.declared:
+            self.declared.add(name)
+            self.lines.append(f"# HELP {name} {help_text}")
+            self.lines.append(f"# TYPE {name} {kind}")
+        self.lines.extend(rendered)
+
+
+def render(details: Mapping[str, Any], metrics: SelfMetrics | None = None,
+           counters: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """The exposition text. ``counters``: per-probe counters (``checks``, ``timeouts``) by probe name."""
+    w = _Writer()
+    overall = str(details.get("status", "UNKNOWN"))
+    w.metric("pulsetrace_health_status", "gauge", "Overall health: 1 for the current status.",
+             [({"status": s}, int(s == overall)) for s in STATUSES])
+    w.metric("pulsetrace_health_stale", "gauge", "1 when the health snapshot is stale.",
+             [({}, bool(details.get("stale")))])
+    probes: Mapping[str, Any] = details.get("probes") or {}
+    w.metric("pulsetrace_probe_status", "gauge", "Probe status: 1 for the current status.",
+             [({"probe": n, "status": s}, int(p.get("status") == s)) for n, p in probes.items() for s in STATUSES])
+    w.metric("pulsetrace_probe_up", "gauge", "1 when the probe is UP or DEGRADED, 0 when DOWN or UNKNOWN.",
+             [({"probe": n}, int(p.get("status") in ("UP", "DEGRADED"))) for n, p in probes.items()])
+    w.metric("pulsetrace_probe_critical", "gauge", "1 when the probe is critical for /health.",
+             [({"probe": n}, bool(p.get("critical"))) for n, p in probes.items()])
+    w.metric("pulsetrace_probe_latency_seconds", "gauge", "Duration of the last check.",
+             [({"probe": n}, (p.get("latency_ms") or 0) / 1000.0) for n, p in probes.items()
+              if p.get("latency_ms") is not None])
+    w.metric("pulsetrace_probe_last_checked_timestamp_seconds", "gauge", "When the probe last ran (epoch).",
+             [({"probe": n}, p.get("last_checked")) for n, p in probes.items()])
+    windows = [(n, win, data) for n, p in probes.items()
+               for win, data in ((p.get("sla") or {}).get("windows") or {}).items()]
+    w.metric("pulsetrace_probe_availability_ratio", "gauge", "Time-weighted availability over the window.",
+             [({"probe": n, "window": win}, d.get("availability")) for n, win, d in windows])
+    w.metric("pulsetrace_probe_error_budget_remaining_ratio", "gauge",
+             "Error budget left over the window (1 untouched, 0 spent, negative overspent).",
+             [({"probe": n, "window": win}, d.get("budget_remaining")) for n, win, d in windows])
+    w.metric("pulsetrace_probe_error_budget_remaining_seconds", "gauge", "Error budget left over the window.",
+             [({"probe": n, "window": win}, d.get("budget_remaining_s")) for n, win, d in windows])
+    w.metric("pulsetrace_probe_sla_target_ratio", "gauge", "The availability target.",
+             [({"probe": n}, (p.get("sla") or {}).get("target", 0) / 100.0) for n, p in probes.items()
+              if p.get("sla")])
+    w.metric("pulsetrace_probe_burn_rate", "gauge", "Error-budget burn rate over the long window.",
+             [({"probe": n, "window": win}, rate) for n, p in probes.items()
+              for win, rate in ((p.get("sla") or {}).get("burn_rates") or {}).items()])
+    w.metric("pulsetrace_probe_burn_alert", "gauge", "1 when the multi-window burn-rate alert fires.",
+             [({"probe": n, "window": win}, bool(a.get("firing"))) for n, p in probes.items()
+              for win, a in ((p.get("sla") or {}).get("burn_alerts") or {}).items()])
+    w.metric("pulsetrace_probe_revenue_at_risk", "gauge", "Revenue at risk in the current incident.",
+             [({"probe": n}, (p.get("impact") or {}).get("revenue_at_risk")) for n, p in probes.items()])
+    w.metric("pulsetrace_probe_users_affected", "gauge", "Users affected while the probe is not UP.",
+             [({"probe": n}, (p.get("impact") or {}).get("users_affected")) for n, p in probes.items()])
+    w.metric("pulsetrace_probe_measurement", "gauge", "Numeric measurements of the last check.",
+             [({"probe": n, "name": k}, v) for n, p in probes.items()
+              for k, v in (p.get("measurements") or {}).items() if not isinstance(v, (str, list))])
+    for key, help_text in (("checks", "Checks run."), ("timeouts", "Checks that hit the hard timeout."),
+                           ("transitions", "Reported status changes.")):
+        w.metric(f"pulsetrace_probe_{key}_total", "counter", help_text,
+                 [({"probe": n}, c.get(key, 0)) for n, c in (counters or {}).items()])
+    if metrics is not None:
+        _self_metrics(w, metrics)
+    return "\n".join(w.lines) + "\n"
+
+
+def _self_metrics(w: _Writer, metrics: SelfMetrics) -> None:
+    by_name: dict[str, list[tuple[dict[str, object], float]]] = {}
+    for (name, reason), value in sorted(metrics.counters().items()):
+        by_name.setdefault(name, []).append(({"reason": reason} if reason else {}, value))
+    for name, samples in by_name.items():
+        w.metric(f"pulsetrace_agent_{_NAME_RE.sub('_', name)}_total", "counter", f"Agent counter {name}.", samples)
+    for name, value in sorted(metrics.gauges().items()):
+        w.metric(f"pulsetrace_agent_{_NAME_RE.sub('_', name)}", "gauge", f"Agent gauge {name}.", [({}, value)])

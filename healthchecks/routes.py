@@ -1,0 +1,99 @@
+"""The health endpoints: which path answers what, from the :class:`HealthService` snapshot.
+
+| path | methods | answer |
+|---|---|---|
+| ``/health``, ``/health/ready`` | GET, HEAD | 200/503 ``{"status", "stale"}`` (see :mod:`healthchecks.status`) |
+| ``/health/live`` | GET, HEAD | 200 while this loop runs and, under ``run``, the child lives |
+| ``/health/details`` | GET, HEAD | the details JSON; Bearer token when set, else loopback only (401) |
+| ``/metrics`` | GET, HEAD | Prometheus text |
+| ``/rfid/heartbeat`` | POST | JSON ``{reader_id, ts?}`` or a list; token/loopback as details |
+
+Anything else is 404, a known path with another method 405 with ``Allow``. No probe ever
+runs on a request; every answer is built from data already in memory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from agent.health_server import Request, Response, error, json_response
+from healthchecks.exposition import CONTENT_TYPE, render
+
+if TYPE_CHECKING:
+    from healthchecks.service import HealthService
+
+_READ = ("GET", "HEAD")
+
+
+class Routes:
+    def __init__(self, service: HealthService) -> None:
+        self.service = service
+        token = service.cfg.health.token
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
+            "/health": (_READ, self.health),
+            "/health/ready": (_READ, self.health),
+            "/health/live": (_READ, self.live),
+            "/health/details": (_READ, self.details),
+            "/metrics": (_READ, self.metrics),
+            "/rfid/heartbeat": (("POST",), self.heartbeat),
+        }
+
+    def handle(self, req: Request) -> Response:
+        path = req.path if len(req.path) <= 1 else req.path.rstrip("/")
+        route = self._table.get(path)
+        if route is None:
+            return error(404, "not found")
+        methods, fn = route
+        if req.method not in methods:
+            return json_response(405, {"error": "method not allowed", "allow": list(methods)},
+                                 headers=(("Allow", ", ".join(methods)),))
+        return fn(req)
+
+    def authorized(self, req: Request) -> bool:
+        if self._expected is None:
+            return req.loopback
+        given = req.headers.get("authorization", "").encode("latin-1", "replace")
+        return hmac.compare_digest(given, self._expected)
+
+    def _unauthorized(self) -> Response:
+        hint = "send Authorization: Bearer TOKEN" if self._expected else "allowed from loopback clients only"
+        return json_response(401, {"error": "unauthorized", "hint": hint}, headers=(("WWW-Authenticate", "Bearer"),))
+
+    def health(self, req: Request) -> Response:
+        code, body = self.service.health()
+        return Response(code, body)
+
+    def live(self, req: Request) -> Response:
+        alive = self.service.child_alive
+        try:
+            ok = True if alive is None else bool(alive())
+        except Exception:
+            ok = False
+        if ok:
+            return Response(200, b'{"status":"alive"}\n')
+        return Response(503, b'{"status":"child process exited"}\n')
+
+    def details(self, req: Request) -> Response:
+        if not self.authorized(req):
+            return self._unauthorized()
+        return Response(200, self.service.details_json())
+
+    def metrics(self, req: Request) -> Response:
+        text = render(self.service.details(), self.service.metrics, self.service.counters())
+        return Response(200, text.encode(), content_type=CONTENT_TYPE)
+
+    def heartbeat(self, req: Request) -> Response:
+        if not self.authorized(req):
+            return self._unauthorized()
+        try:
+            payload = json.loads(req.body)
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "body must be JSON: {\"reader_id\": \"...\", \"ts\": 1700000000} or a list of them")
+        accepted, problems = self.service.heartbeats.accept(payload)
+        if problems and not accepted:
+            return error(422, "no heartbeat accepted", problems=problems[:20])
+        return json_response(200, {"accepted": accepted, "rejected": len(problems), "problems": problems[:20]})
