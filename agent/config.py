@@ -253,22 +253,9 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
 
 
 def _probe_problems(key: str, probe: ProbeConfig) -> list[Problem]:
-    need: dict[str, tuple[str, ...]] = {"postgres": ("dsn",), "redis": ("url",), "http": ("url",),
-                                        "passive": ("operation",), "custom": ("target",)}
-    problems = [Problem(f"{key}.{field}", f"is required for a {probe.type} probe")
-                for field in need.get(probe.type, ()) if not getattr(probe, field)]
-    if probe.timeout > probe.interval:
-        problems.append(Problem(f"{key}.timeout", "longer than the interval", f"{probe.timeout}s",
-                                f"<= interval ({probe.interval}s)"))
-    if probe.type == "rfid":
-        allowed = {"redis_url", "key_pattern", "dsn", "query", "push"}
-        for k in probe.source:
-            if k not in allowed:
-                problems.append(Problem(f"{key}.source.{k}", "unknown key", expected="one of " + ", ".join(sorted(allowed))))
-        if not probe.source:
-            problems.append(Problem(f"{key}.source", "is required for an rfid probe",
-                                    expected="{redis_url, key_pattern}, {dsn, query} or {push: 'true'}"))
-    return problems
+    from healthchecks.validate import probe_problems  # the probe types' own rules live with the probes
+
+    return probe_problems(key, probe)
 
 
 def config_from_mapping(data: object, env: Mapping[str, str] | None = None, source: str = "") -> Config:
