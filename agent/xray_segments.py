@@ -11,9 +11,9 @@ Input is a :class:`SpanView`, built from an OpenTelemetry ``ReadableSpan``
   under their parent when the parent is in the same batch, else **independent
   subsegment documents** (``type: subsegment``, ``parent_id``, ``trace_id``).
 * Calls are named the way X-Ray's map names nodes: ``dbname@host`` for SQL
-  (``namespace: remote`` + ``sql``), ``peer.service`` or ``redis@host:port`` for
-  caches, ``peer.service`` or the host for HTTP, the AWS service for botocore
-  (``namespace: aws`` + ``aws``).
+  (``namespace: remote`` + ``sql``), ``redis@host:port`` for caches (and other
+  non-SQL stores), ``peer.service`` or the host for HTTP, the AWS service for
+  botocore (``namespace: aws`` + ``aws``).
 * A document stays under :data:`~agent.xray_limits.MAX_DOCUMENT_BYTES` of UTF-8
   JSON: subsegments that do not fit move to documents of their own; a span too big
   alone loses metadata, then its stack traces, then annotations, until it fits.
@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent.xray_fields import (
-    CACHE_SYSTEMS,
     SQL_SYSTEMS,
     ResourceParts,
     aws_block,
@@ -313,7 +312,9 @@ class XRayTranslator:
             doc["namespace"] = "remote"
             doc["sql"] = sql_block(known, system, database, str(host or ""), port)
         elif db_system:
-            name = str(peer or (f"{db_system}@{host_port(host, port)}" if host else db_system))
+            # Named for the server it reaches (``redis@host:port``), like SQL databases: a
+            # peer.service only when the span has no address.
+            name = f"{db_system}@{host_port(host, port)}" if host else str(peer or db_system)
             doc["namespace"] = "remote"
         elif remote or peer:
             url = known.get("url.full") or known.get("http.url")

@@ -179,6 +179,19 @@ def test_redis_call_is_a_remote_subsegment_named_for_the_cache() -> None:
     assert doc["subsegments"][0]["metadata"]["default"]["db.system"] == "redis"
 
 
+def test_cache_and_database_names_come_from_the_address_not_a_rewritten_peer_service() -> None:
+    tracer, collect = make_tracer()
+    with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER):
+        with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT,
+                                          attributes={**redis_attrs(), "peer.service": "[EMAIL]:6379"}):
+            pass
+        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT,
+                                          attributes={**postgres_attrs(), "peer.service": "[EMAIL]"}):
+            pass
+    (doc,) = documents(collect.spans)
+    assert [s["name"] for s in doc["subsegments"]] == ["redis@127.0.0.1:6379", "shop@127.0.0.1"]
+
+
 def test_httpx_call_is_remote_named_after_peer_service_or_host_with_a_sanitized_url() -> None:
     tracer, collect = make_tracer()
     with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER):

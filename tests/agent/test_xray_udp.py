@@ -72,6 +72,15 @@ class UdpDaemon:
             time.sleep(0.02)
         return self.documents()
 
+    def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The documents, once no datagram has arrived for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline and seen != len(self.datagrams):
+            seen = len(self.datagrams)
+            time.sleep(quiet)
+        return self.documents()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
