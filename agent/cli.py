@@ -43,21 +43,43 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def common_options() -> argparse.ArgumentParser:
+def common_options(suppress: bool = True) -> argparse.ArgumentParser:
+    """``--config`` and ``--debug``, accepted before or after the command name.
+
+    On the sub-commands the defaults are suppressed, so that ``pulsetrace --config F run``
+    keeps the F given before the command instead of a sub-parser's default overwriting it.
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="configuration file (default: $PULSETRACE_CONFIG, "
-                        "./pulsetrace.yaml)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    default = argparse.SUPPRESS if suppress else None
+    common.add_argument("--config", metavar="FILE", default=default,
+                        help="configuration file (default: $PULSETRACE_CONFIG, ./pulsetrace.yaml)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show tracebacks")
     return common
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The first positional word, skipping the value of ``--config``."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--config":
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common = common_options()
     parser = _Parser(prog="pulsetrace", description="Tracing and health agent for Python services on AWS.",
-                     parents=[common])
+                     parents=[common_options(suppress=False)])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # Import only the module of the command asked for, so `pulsetrace run` starts fast.
-    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = _command_name(argv or [])
     modules = [COMMANDS[wanted]] if wanted in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for module_name in modules:
         try:

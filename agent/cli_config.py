@@ -19,17 +19,10 @@ from agent.config_validate import DURATION_KEYS, format_duration
 
 
 def command_options() -> argparse.ArgumentParser:
-    """``--config``/``--debug`` for sub-commands, defaulting to "not given".
+    """``--config``/``--debug`` for sub-commands (defaults suppressed: see :func:`agent.cli.common_options`)."""
+    from agent.cli import common_options
 
-    The defaults are suppressed so that ``pulsetrace --config F config validate``
-    keeps the ``F`` the top-level parser read (argparse lets a sub-parser's own
-    default overwrite it otherwise).
-    """
-    opts = argparse.ArgumentParser(add_help=False)
-    opts.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                      help="configuration file (default: $PULSETRACE_CONFIG, ./pulsetrace.yaml)")
-    opts.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    return opts
+    return common_options()
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
