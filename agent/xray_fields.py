@@ -150,6 +150,17 @@ def _int(value: object) -> int | None:
         return None
 
 
+def take(known: dict[str, Any], *keys: str) -> Any:
+    """The first truthy value among ``keys`` (current convention first), removing all of them:
+    instrumentations often write both conventions, and the metadata need not repeat either."""
+    found: Any = None
+    for key in keys:
+        value = known.pop(key, None)
+        if found is None and value:
+            found = value
+    return found
+
+
 def status_code(known: Mapping[str, Any]) -> int | None:
     value = known.get("http.response.status_code")
     if value is None:
@@ -163,30 +174,33 @@ def status_code(known: Mapping[str, Any]) -> int | None:
 def server_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | None:
     """The ``http`` block of a segment (the request as the server saw it)."""
     request: dict[str, Any] = {}
-    method = known.pop("http.request.method", None) or known.pop("http.method", None)
+    method = take(known, "http.request.method", "http.method")
     if method:
         request["method"] = cut(method, MAX_HTTP_FIELD_CHARS)
-    url = known.pop("url.full", None) or known.pop("http.url", None)
+    url = take(known, "url.full", "http.url")
+    # The URL carries these from now on: taken, so the metadata does not repeat them.
+    host = take(known, "server.address", "http.host")
+    path = take(known, "url.path", "http.target")
+    scheme = take(known, "url.scheme", "http.scheme")
+    port = known.pop("server.port", None)
     if url:
         request["url"] = clean_url(str(url))
+    elif host and path is not None:
+        scheme = scheme or "http"
+        n = _int(port)
+        netloc = str(host) if n is None or (scheme, n) in (("http", 80), ("https", 443)) or ":" in str(host) \
+            else f"{host}:{n}"
+        request["url"] = clean_url(f"{scheme}://{netloc}{path}")
     else:
-        host = known.get("server.address") or known.get("http.host")
-        path = known.get("url.path") or known.get("http.target")
-        if host and path is not None:
-            # The URL carries these from now on: popped, so the metadata does not repeat them.
-            for key in ("server.address", "http.host", "url.path", "http.target"):
-                known.pop(key, None)
-            scheme = known.pop("url.scheme", None) or known.pop("http.scheme", None) or "http"
-            port = _int(known.pop("server.port", None))
-            netloc = str(host) if port is None or (scheme, port) in (("http", 80), ("https", 443)) or \
-                ":" in str(host) else f"{host}:{port}"
-            request["url"] = clean_url(f"{scheme}://{netloc}{path}")
-        elif path is not None:
+        if path is not None:
             request["url"] = clean_url(str(path))
-    agent = known.pop("user_agent.original", None) or known.pop("http.user_agent", None)
+        for key, value in (("server.address", host), ("url.scheme", scheme), ("server.port", port)):
+            if value is not None:
+                known[key] = value  # no URL carries them: they stay in the metadata
+    agent = take(known, "user_agent.original", "http.user_agent")
     if agent:
         request["user_agent"] = cut(agent, MAX_HTTP_FIELD_CHARS)
-    client = known.pop("client.address", None) or known.pop("http.client_ip", None)
+    client = take(known, "client.address", "http.client_ip")
     if client:
         request["client_ip"] = cut(client, MAX_HTTP_FIELD_CHARS)
     response = _response(known, status)
@@ -203,10 +217,10 @@ def server_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | N
 def client_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | None:
     """The ``http`` block of a remote subsegment (the call as the client made it)."""
     request: dict[str, Any] = {}
-    method = known.pop("http.request.method", None) or known.pop("http.method", None)
+    method = take(known, "http.request.method", "http.method")
     if method:
         request["method"] = cut(method, MAX_HTTP_FIELD_CHARS)
-    url = known.pop("url.full", None) or known.pop("http.url", None)
+    url = take(known, "url.full", "http.url")
     if url:
         request["url"] = clean_url(str(url))
     response = _response(known, status)
@@ -243,7 +257,7 @@ def sql_block(known: dict[str, Any], system: str, database: str, host: str, port
     if host:
         sql["url"] = f"{system}://{host_port(host, port)}/{database}" if database else \
             f"{system}://{host_port(host, port)}"
-    query = known.pop("db.statement", None) or known.pop("db.query.text", None)
+    query = take(known, "db.statement", "db.query.text")
     if query:
         sql["sanitized_query"] = cut(query, MAX_QUERY_CHARS)
     user = known.pop("db.user", None)
@@ -261,10 +275,10 @@ def aws_block(known: dict[str, Any]) -> dict[str, Any]:
     op = known.pop("rpc.method", None)
     if op:
         aws["operation"] = str(op)
-    region = known.pop("cloud.region", None) or known.pop("aws.region", None)
+    region = take(known, "cloud.region", "aws.region")
     if region:
         aws["region"] = str(region)
-    request_id = known.pop("aws.request_id", None) or known.pop("aws.requestId", None)
+    request_id = take(known, "aws.request_id", "aws.requestId")
     if request_id:
         aws["request_id"] = str(request_id)
     tables = known.pop("aws.dynamodb.table_names", None)
@@ -274,8 +288,7 @@ def aws_block(known: dict[str, Any]) -> dict[str, Any]:
             aws["table_names"] = [str(t) for t in tables]
     elif known.get("aws.table_name"):
         aws["table_name"] = str(known.pop("aws.table_name"))
-    queue = known.pop("aws.sqs.queue_url", None) or known.pop("aws.queue_url", None) or \
-        known.pop("messaging.url", None)
+    queue = take(known, "aws.sqs.queue_url", "aws.queue_url", "messaging.url")
     if queue:
         aws["queue_url"] = str(queue)
     retries = known.pop("retry_attempts", None)

@@ -42,6 +42,7 @@ from agent.xray_fields import (
     sql_block,
     status_code,
     status_exception,
+    take,
     url_host,
 )
 from agent.xray_limits import (
@@ -88,6 +89,8 @@ _KEEP_IN_METADATA = ("db.system", "peer.service")
 _KINDS = ("internal", "server", "client", "producer", "consumer")
 _SERVER, _CLIENT, _INTERNAL, _PRODUCER = SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL, SpanKind.PRODUCER
 _ERROR = StatusCode.ERROR
+#: (trace id, its hex): one tuple, replaced whole, so threads sharing it never see a mixed pair.
+_LAST_TRACE: tuple[int, str] = (0, "0" * 32)
 _SEGMENT_ID_MASK = 0x5EC0_5EC0_5EC0_5EC0
 
 
@@ -134,15 +137,22 @@ def view_from_readable(span: ReadableSpan) -> SpanView:
         start, end = span.start_time, span.end_time
     if ctx is None:
         raise ValueError("span without a context")
+    global _LAST_TRACE
+    trace_id = ctx.trace_id
+    last = _LAST_TRACE  # spans of one trace arrive together: format its id once
+    if last[0] != trace_id:
+        last = _LAST_TRACE = (trace_id, f"{trace_id:032x}")
     plain = getattr(attrs, "_dict", attrs)
+    # BoundedList's truthiness is a Python-level __len__; its deque's is not.
+    has_events = bool(getattr(events, "_dq", events))
     start = start or 0
     return SpanView(
-        f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent is not None else None,
+        last[1], f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent is not None else None,
         parent is not None and parent.is_remote, name,
         "server" if kind is _SERVER else "client" if kind is _CLIENT else "internal" if kind is _INTERNAL else
         "producer" if kind is _PRODUCER else "consumer",
         start / 1e9, (end or start) / 1e9, status.status_code is _ERROR, status.description,
-        plain if plain is not None else {}, [(e.name, e.attributes or {}) for e in events] if events else (),
+        plain if plain is not None else {}, [(e.name, e.attributes or {}) for e in events] if has_events else (),
         getattr(resource, "_attributes", None) or resource.attributes, id(resource),
     )
 
@@ -291,9 +301,9 @@ class XRayTranslator:
         """Name, namespace and blocks of a subsegment, after what it called. Attributes the
         name, URL or blocks already carry are not repeated in the metadata."""
         peer = known.pop("peer.service", None)
-        db_system = known.pop("db.system", None) or known.pop("db.system.name", None)
-        host = known.pop("server.address", None) or known.pop("net.peer.name", None)
-        port = known.pop("server.port", None) or known.pop("net.peer.port", None)
+        db_system = take(known, "db.system", "db.system.name")
+        host = take(known, "server.address", "net.peer.name")
+        port = take(known, "server.port", "net.peer.port")
         name: str
         if known.get("rpc.system") == "aws-api":
             service = str(known.pop("rpc.service", "") or "")
@@ -307,7 +317,7 @@ class XRayTranslator:
                 meta["server.address"] = host
         elif db_system in SQL_SYSTEMS:
             system = str(db_system)
-            database = str(known.pop("db.name", None) or known.pop("db.namespace", None) or "")
+            database = str(take(known, "db.name", "db.namespace") or "")
             name = f"{database}@{host}" if database and host else (database or str(host or system))
             doc["namespace"] = "remote"
             doc["sql"] = sql_block(known, system, database, str(host or ""), port)
