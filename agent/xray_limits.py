@@ -15,6 +15,9 @@ import math
 import re
 import unicodedata
 
+from instrumentation.annotations import annotation_key as business_key
+from instrumentation.annotations import annotation_value as business_value
+
 #: X-Ray's limit is 64 KB per segment document. 64,000 bytes stays under it whichever
 #: way "KB" is read, and leaves room for the 30-byte UDP header inside one IPv4
 #: datagram (at most 65,507 bytes of payload).
@@ -39,8 +42,6 @@ DEFAULT_NAME = "span"
 
 _ASCII_NAME = re.compile(r"[A-Za-z0-9 _.:/%&#=+\-@]{1,200}")
 _NAME_PUNCT = frozenset(" _.:/%&#=+-@")
-_ASCII_KEY = re.compile(r"[A-Za-z0-9_]{1,500}")
-_KEY_BAD = re.compile(r"[^A-Za-z0-9_]")
 
 
 def _name_char_ok(ch: str) -> bool:
@@ -62,23 +63,15 @@ def segment_name(name: str) -> str:
     return cleaned[:MAX_NAME_CHARS] or DEFAULT_NAME
 
 
-@functools.lru_cache(maxsize=4096)
 def annotation_key(key: str) -> str:
-    """An attribute name as an annotation key: ``payment.method`` → ``payment_method``."""
-    if _ASCII_KEY.fullmatch(key):
-        return key
-    return _KEY_BAD.sub("_", key)[:MAX_ANNOTATION_KEY_CHARS] or "_"
+    """An attribute name as an annotation key (``payment.method`` → ``payment_method``): the
+    business-spans API's own mapping, so both agree, cut to the schema's 500 characters."""
+    return business_key(key)[:MAX_ANNOTATION_KEY_CHARS]
 
 
 def annotation_value(value: object) -> str | int | float | bool | None:
-    """A value X-Ray can index (string ≤ 1,000 characters, number, boolean), or ``None``."""
-    if isinstance(value, str):
-        return value[:MAX_ANNOTATION_VALUE_CHARS]
-    if isinstance(value, bool) or isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return None
+    """A value X-Ray can index (string ≤ 1,000 characters, finite number, boolean), or ``None``."""
+    return business_value(value)
 
 
 def cut(value: object, limit: int) -> str:
