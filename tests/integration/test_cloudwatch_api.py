@@ -1,0 +1,310 @@
+"""``metrics.cloudwatch.mode: api``: PutMetricData against moto in server mode (a real HTTP peer).
+
+moto stores what it is sent and answers GetMetricStatistics from it, so sums, sample
+counts and averages are checked end to end. moto never throttles, so a throttling
+peer is a small loopback HTTP proxy in front of it that answers the first requests
+with CloudWatch's ``Throttling`` error (in whichever wire protocol botocore chose)
+and forwards the rest to moto: the client, retries and data path are all real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+from agent.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
+from agent.config import config_from_mapping
+from agent.config_schema import Config
+from agent.health_metrics import publish_health
+from agent.metrics_publisher import MetricDatum, MetricsPublisher, value_datum
+from agent.selfmetrics import SelfMetrics
+from agent.span_metrics import build_recorder
+from tests.servers import MotoServer, free_port
+
+DIMS = (("Service", "shop-api"), ("Environment", "uat"))
+
+
+def api_cfg(endpoint: str, namespace: str, **cloudwatch: Any) -> Config:
+    return config_from_mapping({"service": {"name": "shop-api", "environment": "uat"},
+                                "metrics": {"cloudwatch": {"mode": "api", "namespace": namespace,
+                                                           "endpoint_url": endpoint, "region": "us-east-1",
+                                                           **cloudwatch}}}, {})
+
+
+def client(endpoint: str, **config: Any) -> Any:
+    return boto3.session.Session().client("cloudwatch", region_name="us-east-1", endpoint_url=endpoint,
+                                          config=BotoConfig(**config))
+
+
+def stats(endpoint: str, namespace: str, metric: str, dims: dict[str, str], *statistics: str) -> dict[str, float]:
+    now = dt.datetime.now(dt.timezone.utc)
+    points = client(endpoint).get_metric_statistics(
+        Namespace=namespace, MetricName=metric, Dimensions=[{"Name": k, "Value": v} for k, v in dims.items()],
+        StartTime=now - dt.timedelta(minutes=30), EndTime=now + dt.timedelta(minutes=5), Period=3600,
+        Statistics=list(statistics))["Datapoints"]
+    out: dict[str, float] = {}
+    for p in points:
+        for s in statistics:
+            out[s] = out.get(s, 0.0) + float(p[s]) if s in ("Sum", "SampleCount") else float(p[s])
+    return out
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"PulseTraceTest/{uuid.uuid4().hex[:8]}"
+
+
+def base(**extra: str) -> dict[str, str]:
+    return {"Service": "shop-api", "Environment": "uat", **extra}
+
+
+def test_known_traffic_gives_the_expected_sums_and_averages(aws_env: dict[str, str], moto_server: MotoServer,
+                                                            namespace: str) -> None:
+    metrics = SelfMetrics()
+    cfg = api_cfg(moto_server.url, namespace)
+    rec = build_recorder(cfg, metrics)
+    assert rec is not None and rec.publisher is not None
+    latencies = [5.0 + (i % 40) * 2.5 for i in range(300)]
+    for i, ms in enumerate(latencies):
+        rec.record("POST /payments", "", ms, error=i < 30, fault=False)
+    for _ in range(12):
+        rec.record("payment.create", "critical", 40.0, error=False, fault=True)
+    now = time.time()
+    publish_health({"status": "UP", "probes": {"db": {"status": "UP", "latency_ms": 3.5, "last_checked": now,
+                                                      "sla": {"windows": {"30d": {"availability": 0.9995,
+                                                                                  "budget_remaining": 0.5}}}}}},
+                   rec.publisher, cfg)
+    assert rec.flush(10.0), metrics.counters()
+    op = base(Operation="POST /payments")
+    assert stats(moto_server.url, namespace, "Requests", op, "Sum") == {"Sum": 300}
+    assert stats(moto_server.url, namespace, "Errors", op, "Sum") == {"Sum": 30}
+    assert stats(moto_server.url, namespace, "Faults", op, "Sum") == {"Sum": 0}
+    lat = stats(moto_server.url, namespace, "Latency", op, "SampleCount", "Average", "Sum")
+    assert lat["SampleCount"] == 300
+    assert lat["Sum"] == pytest.approx(sum(latencies), rel=1e-6)
+    assert lat["Average"] == pytest.approx(sum(latencies) / 300, rel=1e-6)
+    assert stats(moto_server.url, namespace, "Faults", base(Operation="payment.create"), "Sum") == {"Sum": 12}
+    assert stats(moto_server.url, namespace, "Requests", base(Tier="critical"), "Sum") == {"Sum": 312}
+    # (The service-wide series is not checked here: moto matches dimensions as a subset, CloudWatch exactly.)
+    assert stats(moto_server.url, namespace, "Availability", base(Probe="db", Window="30d"), "Minimum") == {
+        "Minimum": pytest.approx(99.95)}
+    assert stats(moto_server.url, namespace, "ProbeUp", base(Probe="db"), "Average") == {"Average": 1.0}
+    assert metrics.counter("metrics_dropped") == 0
+    assert metrics.counter("metrics_published", "api") > 0
+    rec.shutdown(2.0)
+
+
+def test_a_5000_datum_flush_is_split_into_compliant_calls(aws_env: dict[str, str], moto_server: MotoServer,
+                                                          namespace: str) -> None:
+    # botocore gzips large PutMetricData bodies and moto's server fails to read them back, so this
+    # client sends them plain (which is also the size the 1 MB limit is checked against here).
+    cw = client(moto_server.url, disable_request_compression=True)
+    calls: list[dict[str, int]] = []
+
+    def on_params(params: dict[str, Any], **_: Any) -> None:
+        data = params["MetricData"]
+        calls.append({"data": len(data), "dims": max(len(d["Dimensions"]) for d in data),
+                      "values": max(len(d.get("Values", ())) for d in data)})
+
+    def on_send(request: Any, **_: Any) -> None:
+        calls[-1]["bytes"] = len(request.body or b"")
+
+    cw.meta.events.register("provide-client-params.cloudwatch.PutMetricData", on_params)
+    cw.meta.events.register("before-send.cloudwatch.PutMetricData", on_send)
+    metrics = SelfMetrics()
+    sink = PutMetricDataSink(api_cfg(moto_server.url, namespace), metrics, client=cw)
+    now = time.time()
+    data: list[MetricDatum] = [value_datum(f"Count{i}", "Count", DIMS + (("Operation", f"op{i % 40}"),), now, i)
+                               for i in range(4600)]
+    # Wide distributions: 400 × 150 values reach the payload limit before the 1,000-datum limit.
+    for i in range(400):
+        values = tuple(float(v) + i / 1000 for v in range(1, 151))
+        data.append(MetricDatum(f"Dist{i}", "Milliseconds", DIMS, now, count=150.0, total=sum(values),
+                                minimum=values[0], maximum=values[-1], values=values, counts=(1.0,) * 150))
+    assert len(data) == 5000
+    started = time.monotonic()
+    left = sink.send(data, time.monotonic() + 120)
+    elapsed = time.monotonic() - started
+    assert list(left) == []
+    assert sum(c["data"] for c in calls) == 5000
+    assert len(calls) >= 10, (calls, elapsed)
+    assert any(c["data"] == MAX_DATA_PER_CALL for c in calls)  # the count limit binds for small data
+    # The size limit cuts the wide ones (estimated for the query protocol, the most verbose encoding).
+    wide = [c for c in calls if c["values"] == 150]
+    assert len(wide) >= 6 and all(c["data"] <= 700 for c in wide)
+    for c in calls:
+        assert c["data"] <= MAX_DATA_PER_CALL
+        assert c["bytes"] <= MAX_PAYLOAD_BYTES, c
+        assert c["dims"] <= 30 and c["values"] <= 150
+    assert metrics.counter("metrics_published", "api") == 5000
+    # moto's list_metrics is too slow for this many data points: sample the first and last of each kind.
+    assert stats(moto_server.url, namespace, "Count0", base(Operation="op0"), "Sum") == {"Sum": 0}
+    assert stats(moto_server.url, namespace, "Count4599", base(Operation="op39"), "Sum") == {"Sum": 4599}
+    assert stats(moto_server.url, namespace, "Dist0", base(), "SampleCount") == {"SampleCount": 150}
+    assert stats(moto_server.url, namespace, "Dist399", base(), "SampleCount") == {"SampleCount": 150}
+
+
+# -- a throttling peer --------------------------------------------------------------------------------------------
+
+
+def _cbor_text(s: str) -> bytes:
+    raw = s.encode()
+    head = bytes([0x60 + len(raw)]) if len(raw) < 24 else bytes([0x78, len(raw)])
+    return head + raw
+
+
+class ThrottlingProxy:
+    """Answers the first ``throttle`` requests with ``Throttling``, forwards the others to moto."""
+
+    def __init__(self, upstream: str, throttle: int, port: int = 0) -> None:
+        self.throttle = throttle
+        self.throttled = 0
+        self.forwarded = 0
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.throttle > 0:
+                    proxy.throttle -= 1
+                    proxy.throttled += 1
+                    self._throttle()
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request("POST", self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                proxy.forwarded += 1
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            def _throttle(self) -> None:
+                # The error in the protocol the request used (botocore picks CBOR, JSON or query).
+                if self.headers.get("smithy-protocol") == "rpc-v2-cbor":
+                    body = (b"\xa2" + _cbor_text("__type") + _cbor_text("com.amazonaws.cloudwatch#Throttling")
+                            + _cbor_text("message") + _cbor_text("Rate exceeded"))
+                    ctype = "application/cbor"
+                elif self.headers.get("X-Amz-Target"):
+                    body = b'{"__type":"Throttling","message":"Rate exceeded"}'
+                    ctype = "application/x-amz-json-1.0"
+                else:
+                    body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                            b"<Message>Rate exceeded</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+                    ctype = "text/xml"
+                self.send_response(400)
+                self.send_header("Content-Type", ctype)
+                self.send_header("x-amzn-query-error", "Throttling;Sender")
+                self.send_header("smithy-protocol", "rpc-v2-cbor")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(moto_server: MotoServer) -> Iterator[ThrottlingProxy]:
+    p = ThrottlingProxy(moto_server.url, throttle=0)
+    yield p
+    p.stop()
+
+
+def test_throttling_is_retried_with_backoff_and_nothing_is_lost(aws_env: dict[str, str], moto_server: MotoServer,
+                                                               proxy: ThrottlingProxy, namespace: str) -> None:
+    proxy.throttle = 2
+    metrics = SelfMetrics()
+    rec = build_recorder(api_cfg(proxy.url, namespace), metrics)
+    assert rec is not None
+    for i in range(300):
+        rec.record("POST /payments", "", 10.0, i < 30, False)
+    assert rec.flush(10.0)
+    assert proxy.throttled == 2 and proxy.forwarded >= 1
+    assert metrics.counter("metrics_retries", "throttled") == 2
+    assert metrics.counter("metrics_dropped") == 0
+    op = base(Operation="POST /payments")
+    assert stats(moto_server.url, namespace, "Requests", op, "Sum") == {"Sum": 300}
+    assert stats(moto_server.url, namespace, "Errors", op, "Sum") == {"Sum": 30}
+    rec.shutdown(1.0)
+
+
+def test_throttled_past_the_flush_deadline_the_data_wait_for_the_next_flush(
+        aws_env: dict[str, str], moto_server: MotoServer, proxy: ThrottlingProxy, namespace: str) -> None:
+    proxy.throttle = 1000
+    metrics = SelfMetrics()
+    rec = build_recorder(api_cfg(proxy.url, namespace), metrics)
+    assert rec is not None and rec.publisher is not None
+    for _ in range(50):
+        rec.record("GET /catalog", "", 3.0, False, False)
+    started = time.monotonic()
+    assert rec.flush(0.6) is False
+    assert time.monotonic() - started < 2.0
+    assert rec.publisher.pending() > 0
+    assert metrics.counter("metrics_send_failures", "throttled") == 1
+    proxy.throttle = 0
+    for _ in range(25):
+        rec.record("GET /catalog", "", 3.0, False, False)
+    assert rec.flush(10.0)
+    assert stats(moto_server.url, namespace, "Requests", base(Operation="GET /catalog"), "Sum") == {"Sum": 75}
+    assert metrics.counter("metrics_dropped") == 0
+    rec.shutdown(1.0)
+
+
+def test_with_the_endpoint_down_the_buffer_stays_bounded_drops_are_counted_and_the_rest_arrives_later(
+        aws_env: dict[str, str], moto_server: MotoServer, namespace: str) -> None:
+    port = free_port()
+    metrics = SelfMetrics()
+    cfg = api_cfg(f"http://127.0.0.1:{port}", namespace, max_buffer=100, timeout="500ms")
+    # The buffered batch is large enough for botocore to gzip it, which moto's server cannot read: the sink
+    # gets a client that sends plain bodies (everything else is what build_publisher would build).
+    plain = client(f"http://127.0.0.1:{port}", disable_request_compression=True, connect_timeout=0.5,
+                   read_timeout=2, retries={"total_max_attempts": 1})
+    publisher = MetricsPublisher(PutMetricDataSink(cfg, metrics, client=plain), metrics, interval=60,
+                                 max_buffer=cfg.metrics.cloudwatch.max_buffer)
+    now = time.time()
+    for round_ in range(3):
+        publisher.offer([value_datum(f"M{i}", "Count", DIMS, now, round_ + 1) for i in range(60)])
+        started = time.monotonic()
+        assert publisher.flush(5.0) is False
+        assert time.monotonic() - started < 3.0
+        assert publisher.pending() <= 100
+    assert publisher.pending() == 100
+    assert metrics.counter("metrics_dropped", "buffer_full") == 80
+    assert metrics.counter("metrics_send_failures", "unreachable") == 3
+    back = ThrottlingProxy(moto_server.url, throttle=0, port=port)  # the endpoint comes back
+    try:
+        assert publisher.flush(10.0)
+        # The newest 100 survived: M20..M59 of round 2 and all of round 3.
+        assert stats(moto_server.url, namespace, "M59", base(), "Sum", "SampleCount") == {"Sum": 5, "SampleCount": 2}
+        assert stats(moto_server.url, namespace, "M0", base(), "Sum") == {"Sum": 3}
+    finally:
+        publisher.shutdown(0.5)
+        back.stop()
