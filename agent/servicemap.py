@@ -299,9 +299,12 @@ def fetch_xray_documents(client: Any, start: float, end: float, *, max_traces: i
     lo = start
     while lo < end and len(trace_ids) < max_traces:
         hi = min(end, lo + window_s)
+        # The API takes whole seconds: round the last window up so traces that ended in the
+        # current second are not left out.
+        upper = math.ceil(hi) + 1 if hi >= end else hi
         token: str | None = None
         for _ in range(1000):
-            kwargs: dict[str, Any] = {"StartTime": lo, "EndTime": hi, "TimeRangeType": "TraceId"}
+            kwargs: dict[str, Any] = {"StartTime": lo, "EndTime": upper, "TimeRangeType": "TraceId"}
             if token:
                 kwargs["NextToken"] = token
             page = client.get_trace_summaries(**kwargs)
