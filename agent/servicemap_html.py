@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import math
-from collections import deque
 
 from agent.servicemap import CLIENT_ID, Node, ServiceGraph
 
@@ -34,30 +33,49 @@ def _radius(node: Node) -> float:
 
 
 def _depths(graph: ServiceGraph) -> dict[str, int]:
-    """Column of each node: breadth-first from the clients (services nobody calls start at 1)."""
+    """Column of each node: the longest call chain from the clients (so a service called both by
+    the clients and by another service sits right of its caller). Services nobody calls start
+    at 1; edges closing a cycle are ignored for the layout."""
     out_edges: dict[str, list[str]] = {}
     incoming: set[str] = set()
     for (src, dst) in graph.edges:
         out_edges.setdefault(src, []).append(dst)
         incoming.add(dst)
-    depth: dict[str, int] = {}
-    queue: deque[str] = deque()
-    for node in graph.sorted_nodes():
-        if node.id == CLIENT_ID:
-            depth[node.id] = 0
-            queue.append(node.id)
-    for node in graph.sorted_nodes():
-        if node.id not in incoming and node.id not in depth:
-            depth[node.id] = 1
-            queue.append(node.id)
-    while queue:
-        current = queue.popleft()
-        for nxt in out_edges.get(current, ()):
-            if nxt not in depth:
-                depth[nxt] = depth[current] + 1
-                queue.append(nxt)
-    for node in graph.nodes.values():
-        depth.setdefault(node.id, 1)  # only in a cycle with no entry: put it next to the clients
+    roots = [n.id for n in graph.sorted_nodes() if n.id == CLIENT_ID or n.id not in incoming]
+    # Depth-first from the roots, dropping back edges, leaves a DAG.
+    dag: list[tuple[str, str]] = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    for root in roots + [n.id for n in graph.sorted_nodes()]:
+        if root in state:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        state[root] = 1
+        while stack:
+            node, i = stack[-1]
+            targets = out_edges.get(node, [])
+            if i < len(targets):
+                stack[-1] = (node, i + 1)
+                nxt = targets[i]
+                if state.get(nxt) == 1:
+                    continue  # closes a cycle
+                dag.append((node, nxt))
+                if nxt not in state:
+                    state[nxt] = 1
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                stack.pop()
+    depth = {r: (0 if r == CLIENT_ID else 1) for r in roots}
+    for _ in range(len(graph.nodes)):
+        changed = False
+        for src, dst in dag:
+            if src in depth and depth[src] + 1 > depth.get(dst, -1):
+                depth[dst] = depth[src] + 1
+                changed = True
+        if not changed:
+            break
+    for nid in graph.nodes:
+        depth.setdefault(nid, 1)
     return depth
 
 
@@ -148,7 +166,7 @@ def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subt
             f'data-requests="{s.requests}" data-faults="{s.faults}"><title>{_esc(tip)}</title>'
             f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="{colour}" stroke-width="2" '
             f'marker-end="url(#arrow)"/>'
-            f'<text class="edge-label" x="{sx + (ex - sx) * 0.62:.1f}" y="{sy + (ey - sy) * 0.62 - 6:.1f}" '
+            f'<text class="edge-label" x="{sx + (ex - sx) * 0.5:.1f}" y="{sy + (ey - sy) * 0.5 - 6:.1f}" '
             f'text-anchor="middle">{_esc(label)}</text></g>')
     for node in graph.sorted_nodes():
         x, y = pos[node.id]

@@ -146,3 +146,34 @@ def test_hostile_names_are_escaped_not_injected(tmp_path: Path) -> None:
     assert "<script>" not in text and "<img" not in text
     assert "&lt;script&gt;" in text
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")  # nothing fetched from anywhere
+
+
+def _centres(text: str) -> dict[str, float]:
+    return {nid: float(cx) for nid, cx in re.findall(
+        r'data-id="([^"]+)"[^>]*>.*?<circle class="body" cx="([0-9.]+)"', text, re.S)}
+
+
+def test_nodes_sit_right_of_every_caller_and_cycles_do_not_break_the_layout() -> None:
+    def doc(trace: int, sid: str, name: str, parent: str | None = None,
+            calls: tuple[str, ...] = ()) -> dict[str, object]:
+        out: dict[str, object] = {"trace_id": f"1-5f000000-{trace:024x}", "id": sid.rjust(16, "0"), "name": name,
+                                  "start_time": 1.0, "end_time": 1.1,
+                                  "subsegments": [{"id": c.rjust(16, "0"), "name": "call", "namespace": "remote",
+                                                   "start_time": 1.0, "end_time": 1.05} for c in calls]}
+        if parent:
+            out["parent_id"] = parent.rjust(16, "0")
+        return out
+
+    docs = [
+        doc(1, "a1", "shop-api", calls=("c1",)), doc(1, "a2", "gateway", parent="c1"),  # client → shop → gateway
+        doc(2, "b1", "gateway"),  # the clients call the gateway directly too
+        doc(3, "d1", "a", calls=("c3",)), doc(3, "d2", "b", parent="c3", calls=("c4",)),
+        doc(3, "d3", "a", parent="c4"),  # a → b → a: a cycle
+    ]
+    graph = build_graph(docs)
+    assert {("service:shop-api", "service:gateway"), ("client", "service:gateway"), ("service:a", "service:b"),
+            ("service:b", "service:a")} <= set(graph.edges)
+    x = _centres(render_html(graph))
+    assert set(x) == set(graph.nodes)
+    assert x["client"] < x["service:shop-api"] < x["service:gateway"]
+    assert x["service:a"] != x["service:b"]
