@@ -235,7 +235,13 @@ class Recorder:
         by_tier: dict[str, _Agg] = {}
         service = _Agg()
         for (op, tier), agg in current.items():
-            by_op.setdefault(op, _Agg()).merge(agg)
+            mine = by_op.get(op)
+            if mine is None:
+                # Usually one tier per operation: take the aggregate as it is. A later one merged into it
+                # cannot be counted twice: this one's tier and service merges happen in this iteration.
+                by_op[op] = agg
+            else:
+                mine.merge(agg)
             by_tier.setdefault(tier, _Agg()).merge(agg)
             service.merge(agg)
         # The data describe [start, now): stamped at the start so they land in the period they measure.
