@@ -33,6 +33,7 @@ MAX_HEADERS = 64
 MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
+_MAX_BUFFER = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_BODY
 
 _REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request",
             401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -107,6 +108,9 @@ class _HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
         self.continue_sent = False
+        #: a request has started arriving and its head timer runs (not reset by each byte: no slowloris)
+        self.in_head = False
+        self.paused = False
 
     # -- connection lifecycle ----------------------------------------------------------------
 
@@ -120,7 +124,8 @@ class _HttpProtocol(asyncio.Protocol):
             self.server.rejected += 1
             self._send(error(503, "too many connections"), head=False, keep_alive=False)
             return
-        self._arm(HEADER_TIMEOUT)
+        self.in_head = True
+        self._arm(self.server.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -153,6 +158,9 @@ class _HttpProtocol(asyncio.Protocol):
         self.buf += data
         if not self.busy:
             self._process()
+        elif len(self.buf) > _MAX_BUFFER and self.transport is not None and not self.paused:
+            self.paused = True  # a pipelining client while a slow handler runs: stop reading
+            self.transport.pause_reading()
 
     def _process(self) -> None:
         while self.buf and not self.busy and not self.closing and self.transport is not None:
@@ -162,12 +170,15 @@ class _HttpProtocol(asyncio.Protocol):
                 self._send(error(exc.status, exc.message), head=False, keep_alive=False)
                 return
             if parsed is None:
-                self._arm(HEADER_TIMEOUT)
+                if not self.in_head:
+                    self.in_head = True
+                    self._arm(self.server.header_timeout)
                 return
+            self.in_head = False
             request, keep_alive = parsed
             self._dispatch(request, keep_alive)
         if not self.buf and not self.busy and not self.closing and self.transport is not None:
-            self._arm(IDLE_TIMEOUT)
+            self._arm(self.server.idle_timeout)
 
     def _parse(self) -> tuple[Request, bool] | None:
         buf = self.buf
@@ -241,6 +252,9 @@ class _HttpProtocol(asyncio.Protocol):
         else:
             resp = task.result()
         self._send(resp, head=head, keep_alive=keep_alive and not resp.close)
+        if self.paused and self.transport is not None and not self.closing:
+            self.paused = False
+            self.transport.resume_reading()
         if not self.closing:
             self._process()
 
@@ -311,11 +325,14 @@ class HealthServer:
     """Serves ``handler`` on ``host:port`` (port 0: any free port; see :attr:`port`)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8081, *,
-                 max_connections: int = 512) -> None:
+                 max_connections: int = 512, header_timeout: float = HEADER_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.handler = handler
         self.host = host
         self.requested_port = port
         self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
         self.connections: set[_HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.requests = 0

@@ -67,13 +67,15 @@ class HttpTransport:
         self.cfg = cfg
         self.ctx = ctx
         self.auth = auth
-        self._client: Any = None
-        import httpx  # noqa: F401 - loaded now, not inside the first check's timeout
+        # The driver and the TLS context (loading the CA bundle takes tens of ms) are made now,
+        # not inside the first check's timeout; the context is reused by every client.
+        self._verify = _tls_context(cfg)
+        self._client: Any = self._make_client()
 
     def _make_client(self) -> Any:
         import httpx
 
-        return httpx.AsyncClient(verify=_tls_context(self.cfg), timeout=httpx.Timeout(self.cfg.timeout),
+        return httpx.AsyncClient(verify=self._verify, timeout=httpx.Timeout(self.cfg.timeout),
                                  follow_redirects=False, auth=self.auth,
                                  limits=httpx.Limits(max_connections=2, max_keepalive_connections=0),
                                  headers={"user-agent": "pulsetrace-probe"})

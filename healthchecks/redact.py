@@ -113,6 +113,10 @@ def probe_secrets(probe: ProbeConfig) -> list[str]:
         if probe.username:
             out.append(f"{probe.username}:{probe.password}")
     for key, value in probe.options.items():
-        if isinstance(value, str) and _SECRET_OPTION.search(str(key)):
+        if not isinstance(value, str):
+            continue
+        if _SECRET_OPTION.search(str(key)):
             out.append(value)
+        elif "://" in value:  # a DSN or URL handed to a custom probe
+            out += url_secrets(value)
     return out

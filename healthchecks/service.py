@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from healthchecks import logfilter
 from healthchecks.base import Probe, ProbeContext, ProbeResult, Status, describe_error
 from healthchecks.damping import Damper, Transition
 from healthchecks.heartbeats import HeartbeatBook
@@ -91,6 +92,7 @@ class HealthService:
         self.monotonic = monotonic
         self.metrics = metrics
         self.redactor = Redactor.from_config(cfg)
+        logfilter.install(self.redactor)
         self.heartbeats = HeartbeatBook(clock=clock)
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulsetrace-health-io")
         self.history: HealthHistory | None = None
@@ -179,7 +181,7 @@ class HealthService:
             "last_checked": state.last_checked,
             "last_transition": None if state.last_transition is None else state.last_transition.at,
             "last_result": None if last is None else last.status.value,
-            "detail": "" if last is None else last.detail,
+            "detail": "not checked yet" if last is None else last.detail,
             "measurements": {} if last is None else dict(last.measurements),
             "consecutive_failures": state.damper.consecutive_failures,
             "transitions": [t.as_dict() for t in state.transitions],
@@ -187,16 +189,10 @@ class HealthService:
             "impact": state.impact.as_dict(),
         }
 
-    def _empty_section(self, state: ProbeState) -> dict[str, Any]:
-        return {"status": Status.UNKNOWN.value, "critical": state.cfg.critical, "type": state.cfg.type,
-                "latency_ms": None, "last_checked": None, "last_transition": None, "last_result": None,
-                "detail": "not checked yet", "measurements": {}, "consecutive_failures": 0, "transitions": [],
-                "sla": state.sla.report(self.clock()), "impact": state.impact.as_dict()}
-
     def _publish(self) -> None:
         views = [ProbeView(s.status, s.cfg.critical, s.last is not None) for s in self.probes.values()]
         status = overall(views)
-        probes = {name: (s.section or self._empty_section(s)) for name, s in self.probes.items()}
+        probes = {name: (s.section or self._section(s, self.clock())) for name, s in self.probes.items()}
         self._snapshot = {"status": status.value, "stale": False, "generated_at": self.clock(), "probes": probes}
         self._updated_mono = self.monotonic()
         self._health_cache = {}
@@ -351,6 +347,7 @@ class HealthService:
         except Exception:
             pass
         self._io.shutdown(wait=False)
+        logfilter.uninstall(self.redactor)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         await self.start()

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,10 +26,13 @@ from agent.config_schema import Config
 
 def health_config(probes: list[dict[str, Any]], store: Path | str | None = None, *, listen: str = "127.0.0.1:0",
                   **health: Any) -> Config:
-    """A validated Config with these probes; ``listen`` may use port 0 (set after validation)."""
-    data: dict[str, Any] = {"health": {"probes": probes, **health}}
-    if store is not None:
-        data["store"] = {"path": str(store)}
+    """A validated Config with these probes; ``listen`` may use port 0 (set after validation).
+
+    Without ``store`` the local store is a fresh temporary directory (never ``./.pulsetrace``).
+    """
+    if store is None:
+        store = tempfile.mkdtemp(prefix="pulsetrace-health-test-")
+    data: dict[str, Any] = {"health": {"probes": probes, **health}, "store": {"path": str(store)}}
     cfg = config_from_mapping(data, env={})
     return dataclasses.replace(cfg, health=dataclasses.replace(cfg.health, listen=listen))
 
@@ -166,3 +170,26 @@ def probe_context(**kw: Any) -> Any:
 def probe_cfg(**fields: Any) -> Any:
     """One validated ProbeConfig."""
     return health_config([{"name": "p", **fields}]).health.probes[0]
+
+
+async def hammer(port: int, path: str = "/health", clients: int = 50, per_client: int = 100) -> list[int]:
+    """``clients`` keep-alive connections each sending ``per_client`` GETs in turn; returns the status codes."""
+    import asyncio
+
+    async def one() -> list[int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        codes = []
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        try:
+            for _ in range(per_client):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+                codes.append(int(head.split(b" ", 2)[1]))
+        finally:
+            writer.close()
+        return codes
+
+    results = await asyncio.gather(*(one() for _ in range(clients)))
+    return [c for r in results for c in r]
