@@ -10,7 +10,7 @@ and ``ErrorBudgetRemaining`` (percent) and ``BurnRate``; for the service:
 ``UNKNOWN`` has no status data that interval rather than a made-up number.
 
 :func:`health_listener` gives the callable to register with the health service's
-snapshot listeners; it only stores the snapshot and a few counters (never I/O,
+snapshot listeners (:func:`wire_health_metrics` does the wiring for ``run``/``serve``); it only stores the snapshot and a few counters (never I/O,
 never raises). Probe names come from the configuration, so they are safe as
 dimension values; nothing of a probe's ``detail`` text is ever used.
 """
@@ -30,6 +30,7 @@ from agent.metrics_publisher import (
     MetricsPublisher,
     base_dimensions,
     bucket_index,
+    build_publisher,
     clean_dimension_value,
     distribution_datum,
     stats_datum,
@@ -38,6 +39,7 @@ from agent.metrics_publisher import (
 
 if TYPE_CHECKING:
     from agent.config_schema import Config
+    from agent.selfmetrics import SelfMetrics
 
 _log = logging.getLogger("pulsetrace.metrics")
 
@@ -190,6 +192,26 @@ def health_listener(cfg: Config, publisher: MetricsPublisher) -> Callable[[Mappi
     source = HealthMetricsSource(base_dimensions(cfg))
     publisher.add_source(source.collect)
     return source.on_snapshot
+
+
+def wire_health_metrics(cfg: Config, add_snapshot_listener: Callable[[Callable[[Mapping[str, Any]], None]], None],
+                        metrics: SelfMetrics, publisher: MetricsPublisher | None = None) -> MetricsPublisher | None:
+    """Send the health service's snapshots to CloudWatch; returns a publisher the caller must shut down.
+
+    In a process where the agent runs, pass its ``agent.recorder.publisher`` (one publisher per process,
+    so the self-metrics are not sent twice); ``None`` is then returned. Otherwise (``pulsetrace run``'s
+    supervisor, ``pulsetrace serve`` without an agent) a publisher is built for ``cfg`` with ``metrics``
+    as its self-metrics, started and returned. Also ``None`` when ``metrics.cloudwatch.mode`` is off.
+    """
+    owned = None
+    if publisher is None:
+        publisher = owned = build_publisher(cfg, metrics)
+        if publisher is None:
+            return None
+    add_snapshot_listener(health_listener(cfg, publisher))
+    if owned is not None:
+        owned.start()
+    return owned
 
 
 def publish_health(details: Mapping[str, Any], publisher: MetricsPublisher, cfg: Config) -> None:

@@ -149,6 +149,8 @@ class Recorder:
     def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool) -> None:
         """Count one request or business operation. ``tier`` may be ``""`` (found from the rules)."""
         try:
+            if not 0.0 <= latency_ms <= 3_600_000.0:  # NaN, negative or absurd: never poison the sums
+                latency_ms = 3_600_000.0 if latency_ms > 0 else 0.0
             key = (operation, tier)
             with self._lock:
                 agg = self._current.get(key)

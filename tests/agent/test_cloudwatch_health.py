@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.config import config_from_mapping
-from agent.health_metrics import HealthMetricsSource, health_listener, publish_health
+from agent.health_metrics import HealthMetricsSource, health_listener, publish_health, wire_health_metrics
 from agent.metrics_publisher import MetricDatum, build_publisher
 from agent.selfmetrics import SelfMetrics
 from healthchecks.base import Status
@@ -138,3 +138,18 @@ def test_listener_feeds_the_publisher_and_publish_health_is_one_shot(tmp_path: A
     docs = [json.loads(line) for line in path.read_text().splitlines()]
     assert any(d.get("Probe") == "db" and d.get("ProbeStatus") == 0 for d in docs)
     publisher.shutdown(0.5)
+
+
+def test_wiring_reuses_the_agents_publisher_or_owns_one_and_does_nothing_when_off(tmp_path: Any) -> None:
+    listeners: list[Any] = []
+    cfg = config_from_mapping({"metrics": {"cloudwatch": {"mode": "emf", "emf_output": f"file:{tmp_path}/e"}}}, {})
+    agents = build_publisher(cfg, SelfMetrics())
+    assert agents is not None
+    assert wire_health_metrics(cfg, listeners.append, SelfMetrics(), publisher=agents) is None
+    owned = wire_health_metrics(cfg, listeners.append, SelfMetrics())
+    assert owned is not None and owned is not agents and owned._started
+    assert len(listeners) == 2
+    off = config_from_mapping({}, {})
+    assert wire_health_metrics(off, listeners.append, SelfMetrics()) is None and len(listeners) == 2
+    owned.shutdown(0.5)
+    agents.shutdown(0.5)

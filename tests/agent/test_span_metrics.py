@@ -198,6 +198,15 @@ def test_each_collect_is_one_interval_stamped_at_its_start() -> None:
     assert all(d.timestamp == t1 + 60 for d in rec.collect(t1 + 120))
 
 
+def test_nan_negative_and_infinite_latencies_cannot_poison_the_sums() -> None:
+    rec = Recorder(make_cfg(), SelfMetrics())
+    for ms in (float("nan"), -5.0, float("inf"), 10.0):
+        rec.record("GET /a", "", ms, False, False)
+    lat = by(rec.collect(time.time()), "Latency", Operation="GET /a")
+    assert lat.count == 4 and math.isfinite(lat.total) and lat.total == 3_600_010.0
+    assert lat.minimum == 0.0 and lat.maximum == 3_600_000.0
+
+
 def test_record_never_raises_into_the_caller() -> None:
     metrics = SelfMetrics()
     rec = Recorder(make_cfg(), metrics)

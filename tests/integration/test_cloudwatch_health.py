@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import config_from_mapping
-from agent.health_metrics import health_listener
-from agent.metrics_publisher import build_publisher
+from agent.health_metrics import wire_health_metrics
 from agent.selfmetrics import SelfMetrics
 from healthchecks.service import start_in_thread
 from tests.agent.test_emf_spec import validate_emf
@@ -35,16 +34,16 @@ def test_probe_results_become_valid_health_metrics_and_follow_an_outage(tmp_path
                                "impact": {"revenue_per_minute": 60, "users": 100}}]},
         "metrics": {"cloudwatch": {"mode": "emf", "emf_output": f"file:{emf}"}},
     }, {})
-    publisher = build_publisher(cfg, SelfMetrics(), self_metrics=False)
-    assert publisher is not None
     handle = start_in_thread(cfg)
+    publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, SelfMetrics())  # as `run`/`serve` do
+    assert publisher is not None
     try:
-        handle.add_snapshot_listener(health_listener(cfg, publisher))
         time.sleep(1.2)
         assert publisher.flush(2.0)
         up_docs = docs_of(emf)
         assert up_docs and all(validate_emf(d) == [] for d in up_docs)
         by_metric = {m["Name"]: d for d in up_docs for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+        assert "MetricsBufferDepth" in by_metric  # the supervisor's own self-metrics ride along
         assert by_metric["HealthStatus"]["HealthStatus"] == 0
         assert by_metric["ProbeStatus"]["ProbeStatus"] == 0 and by_metric["ProbeStatus"]["Probe"] == "cache"
         probe_up = by_metric["ProbeUp"]["ProbeUp"]
