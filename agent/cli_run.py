@@ -54,16 +54,37 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def _start_health(cfg: Any, child_alive: Any) -> Any:
+def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any]:
+    """The container's health service (and its CloudWatch publisher when metrics are on)."""
+    from agent.selfmetrics import SelfMetrics
+    from healthchecks.service import start_in_thread
+
+    metrics = SelfMetrics()
     try:
-        from healthchecks.service import start_in_thread
-    except ImportError:
-        return None
-    try:
-        return start_in_thread(cfg, child_alive=child_alive)
+        handle = start_in_thread(cfg, child_alive=child_alive, metrics=metrics)
     except OSError as exc:  # e.g. the health port is taken: the app still runs
         sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
-        return None
+        return None, None
+    publisher = None
+    if cfg.metrics.cloudwatch.mode != "off":
+        from agent.health_metrics import wire_health_metrics
+
+        publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, metrics)
+    return handle, publisher
+
+
+def _stop_in_background(health: Any, publisher: Any) -> None:
+    """Stop the health service and publisher, waiting at most ~1 s: the child has already exited."""
+
+    def stop() -> None:
+        if health is not None:
+            health.stop(0.5)
+        if publisher is not None:
+            publisher.shutdown(0.4)
+
+    stopper = threading.Thread(target=stop, name="pulsetrace-health-stop", daemon=True)
+    stopper.start()
+    stopper.join(1.0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
             pass
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
-    health = None
+    health = publisher = None
     if cfg.health.enabled and not args.no_health:
-        health = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+        health, publisher = _start_health(cfg, child_alive=lambda: proc.poll() is None)
     try:
         while True:
             try:
@@ -112,8 +133,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        if health is not None:
-            stopper = threading.Thread(target=health.stop, args=(0.5,), name="pulsetrace-health-stop", daemon=True)
-            stopper.start()
-            stopper.join(0.8)
+        _stop_in_background(health, publisher)
     return 128 - code if code < 0 else code

@@ -245,10 +245,9 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
             problems.append(Problem(f"{key}.name", "duplicate probe name", probe.name, "unique names"))
         seen.add(probe.name)
         problems.extend(_probe_problems(key, probe))
-    out = cfg.metrics.cloudwatch.emf_output
-    if not (out == "stdout" or out.startswith("file:") or out.startswith("tcp://") or out.startswith("udp://")):
-        problems.append(Problem("metrics.cloudwatch.emf_output", "unknown EMF output", out,
-                                "stdout, file:PATH, tcp://HOST:PORT or udp://HOST:PORT"))
+    from agent.metrics_publisher import config_problems  # the CloudWatch rules live with the publisher
+
+    problems.extend(config_problems(cfg))
     return problems
 
 

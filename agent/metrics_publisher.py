@@ -160,6 +160,9 @@ def config_problems(cfg: Config) -> list[Problem]:
         problems.append(Problem("metrics.cloudwatch.alarm_prefix", "invalid name prefix", cw.alarm_prefix,
                                 "1-64 of letters, digits, '-' and '_'"))
     out = cw.emf_output
+    if not (out == "stdout" or out.startswith(("file:", "tcp://", "udp://"))):
+        problems.append(Problem("metrics.cloudwatch.emf_output", "unknown EMF output", out,
+                                "stdout, file:PATH, tcp://HOST:PORT or udp://HOST:PORT"))
     for scheme in ("tcp://", "udp://"):
         if out.startswith(scheme):
             host, sep, port = out[len(scheme):].rpartition(":")

@@ -77,13 +77,12 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     for name in dict.fromkeys(cfg.tracing.exporters):
         exporters.append(EXPORTERS[name](ctx))
     recorder = None
-    span_hooks = []
     if cfg.metrics.cloudwatch.mode != "off":
+        # Request metrics come from the middleware and business spans for every request, sampled or
+        # not; the pipeline's span hooks would only see the recorded ones, so none is added here.
         from agent.span_metrics import build_recorder
 
         recorder = build_recorder(cfg, metrics)
-        if recorder is not None:
-            span_hooks.append(recorder.span_hook)
     pipeline = SpanPipeline(
         exporters,
         metrics,
@@ -92,7 +91,6 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         interval=cfg.tracing.export_interval,
         scrubber=_chain(enrich_span, build_scrubber(cfg, metrics)),
         unsampled_hook=build_keep_errors(cfg, metrics),
-        span_hooks=span_hooks,
     )
     provider = TracerProvider(
         sampler=build_sampler(cfg, metrics),
@@ -162,7 +160,8 @@ def shutdown(timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     if agent.recorder is not None:
         try:
-            agent.recorder.shutdown(max(0.0, min(0.5, deadline - time.monotonic())))
+            # the final metrics flush gets up to half the budget (an API call), the spans the rest
+            agent.recorder.shutdown(max(0.0, (deadline - time.monotonic()) / 2))
         except Exception:
             _log.debug("metrics shutdown failed", exc_info=True)
     agent.pipeline.shutdown(max(0.0, deadline - time.monotonic()))
