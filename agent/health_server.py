@@ -21,6 +21,8 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,7 @@ _REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 204: "No Content", 400:
             408: "Request Timeout", 411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
             415: "Unsupported Media Type", 422: "Unprocessable Content", 431: "Request Header Fields Too Large",
             503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -88,7 +91,22 @@ class _BadRequest(Exception):
         self.message = message
 
 
+_wire_cache: dict[tuple[Response, bool, bool], bytes] = {}
+
+
 def render(resp: Response, *, head: bool, keep_alive: bool) -> bytes:
+    """The response on the wire; cached, since most answers are the same few snapshot bodies."""
+    key = (resp, head, keep_alive)
+    wire = _wire_cache.get(key)
+    if wire is None:
+        wire = _render(resp, head=head, keep_alive=keep_alive)
+        if len(_wire_cache) >= 256:
+            _wire_cache.clear()
+        _wire_cache[key] = wire
+    return wire
+
+
+def _render(resp: Response, *, head: bool, keep_alive: bool) -> bytes:
     lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}",
              f"Content-Type: {resp.content_type}", f"Content-Length: {len(resp.body)}", "Cache-Control: no-store"]
     lines += [f"{k}: {v}" for k, v in resp.headers]
@@ -106,7 +124,8 @@ class _HttpProtocol(asyncio.Protocol):
         self.peer = ""
         self.busy = False
         self.closing = False
-        self.timer: asyncio.TimerHandle | None = None
+        #: monotonic (loop) time after which the connection is timed out; inf while a handler runs
+        self.deadline = float("inf")
         self.continue_sent = False
         #: a request has started arriving and its head timer runs (not reset by each byte: no slowloris)
         self.in_head = False
@@ -132,17 +151,15 @@ class _HttpProtocol(asyncio.Protocol):
         self._disarm()
         self.transport = None
 
+    # One sweeper per server checks the deadlines (see HealthServer._sweep): no timer per request.
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+        self.deadline = self.server.now() + seconds
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = float("inf")
 
     def _timeout(self) -> None:
-        self.timer = None
+        self.deadline = float("inf")
         if self.transport is None or self.busy:
             return
         if self.buf:
@@ -280,7 +297,7 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
         if version.startswith(b"HTTP/"):
             raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1")
         raise _BadRequest(400, "malformed request line")
-    if any(b < 0x21 or b == 0x7F for b in target):
+    if _BAD_TARGET.search(target):
         raise _BadRequest(400, "malformed request target")
     text = target.decode("latin-1")
     if text.startswith(("http://", "https://")):  # absolute-form: keep the path
@@ -339,12 +356,27 @@ class HealthServer:
         self.rejected = 0
         self.handler_errors = 0
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.now = time.monotonic
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.now = loop.time
         host: str | None = None if self.host in ("", "*") else self.host.strip("[]")
         self._server = await loop.create_server(lambda: _HttpProtocol(self), host, self.requested_port,
                                                 reuse_address=True, backlog=1024)
+        self._sweeper = loop.create_task(self._sweep(), name="pulsetrace-health-sweeper")
+
+    async def _sweep(self) -> None:
+        """Time out connections past their deadline (a request head too slow, or idle keep-alive)."""
+        while True:
+            await asyncio.sleep(min(max(min(self.header_timeout, self.idle_timeout) / 4, 0.02), 1.0))
+            now = self.now()
+            for conn in [c for c in self.connections if c.deadline <= now]:
+                try:
+                    conn._timeout()
+                except Exception:  # a broken connection must not stop the sweeper
+                    _log.debug("health: timing out a connection failed", exc_info=True)
 
     @property
     def port(self) -> int:
@@ -357,6 +389,9 @@ class HealthServer:
         if server is None:
             return
         server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for task in list(self.tasks):
             task.cancel()
         for conn in list(self.connections):

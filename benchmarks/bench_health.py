@@ -147,13 +147,12 @@ def run(quick: bool) -> list[Comparison]:
         while handle.snapshot()["status"] != "UP" and time.monotonic() < deadline:
             time.sleep(0.05)
         _, peer_port, stop_peer = _start_peer(pg.dsn, rd.url)
-        ours_rps: list[float] = []
+        ours_port = handle.port
         ours_p99: list[float] = []
-        peer_rps: list[float] = []
         peer_p99: list[float] = []
 
         def ours() -> float:
-            rps, p99 = _load(handle.port, seconds)  # type: ignore[union-attr]
+            rps, p99 = _load(ours_port, seconds)
             ours_p99.append(p99)
             return rps
 
