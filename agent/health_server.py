@@ -36,6 +36,8 @@ MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
 _MAX_BUFFER = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_BODY
+#: Parsed heads of body-less requests, by their exact bytes: health checkers repeat one request.
+_MAX_CACHED_HEADS = 128
 
 _REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request",
             401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -210,6 +212,11 @@ class _HttpProtocol(asyncio.Protocol):
                 raise _BadRequest(431, "request headers too large")
             return None
         head = bytes(buf[:end])
+        cached = self.server.heads.get(head)
+        if cached is not None:  # the same head as an earlier body-less request (an ALB's or wrk's)
+            method, path, query, headers, version, keep_alive = cached
+            del buf[:end + 4]
+            return Request(method, path, query, headers, b"", self.peer, version), keep_alive
         lines = head.split(b"\r\n")
         if len(lines[0]) > MAX_REQUEST_LINE:
             raise _BadRequest(414, "request line too long")
@@ -237,6 +244,11 @@ class _HttpProtocol(asyncio.Protocol):
         del buf[:total]
         self.continue_sent = False
         path, _, query = target.partition("?")
+        if length == 0 and "expect" not in headers:
+            heads = self.server.heads
+            if len(heads) >= _MAX_CACHED_HEADS:
+                heads.clear()
+            heads[head] = (method, path, query, headers, version, keep_alive)
         return Request(method, path, query, headers, body, self.peer, version), keep_alive
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -358,6 +370,9 @@ class HealthServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.now = time.monotonic
+        #: request head bytes → parsed (method, path, query, headers, version, keep_alive); handlers
+        #: must treat ``Request.headers`` as read-only.
+        self.heads: dict[bytes, tuple[str, str, str, dict[str, str], str, bool]] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
