@@ -7,10 +7,12 @@ dependency. Certificates are made in the test with ``cryptography`` (expired, ne
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import ipaddress
 import json
+import shutil
 import socket
 import ssl
 import tempfile
@@ -24,6 +26,17 @@ from agent.config import config_from_mapping
 from agent.config_schema import Config
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    """One scratch directory per test process for default stores, removed at exit."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="pulsetrace-health-test-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
+
+
 def health_config(probes: list[dict[str, Any]], store: Path | str | None = None, *, listen: str = "127.0.0.1:0",
                   **health: Any) -> Config:
     """A validated Config with these probes; ``listen`` may use port 0 (set after validation).
@@ -31,7 +44,7 @@ def health_config(probes: list[dict[str, Any]], store: Path | str | None = None,
     Without ``store`` the local store is a fresh temporary directory (never ``./.pulsetrace``).
     """
     if store is None:
-        store = tempfile.mkdtemp(prefix="pulsetrace-health-test-")
+        store = tempfile.mkdtemp(prefix="store-", dir=_scratch())
     data: dict[str, Any] = {"health": {"probes": probes, **health}, "store": {"path": str(store)}}
     cfg = config_from_mapping(data, env={})
     return dataclasses.replace(cfg, health=dataclasses.replace(cfg.health, listen=listen))
