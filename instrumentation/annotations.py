@@ -107,19 +107,30 @@ class Annotator:
         self._per_trace: collections.OrderedDict[int, set[str]] = collections.OrderedDict()
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        ctx = span.context
+        attrs = self.annotate_attributes(ctx.trace_id if ctx is not None else None, span.attributes or {})
+        if attrs is None:
+            return span
+        return ReadableSpan(
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
+            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def annotate_attributes(self, trace_id: int | None, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``attrs`` with the annotation list set and checked, or ``None`` when nothing changes."""
         try:
-            return self._annotate(span)
+            return self._annotate(trace_id, attrs)
         except Exception:  # an annotation problem must not cost the span
             self.metrics.inc("annotations_dropped", reason="internal_error")
-            return span
+            return None
 
-    def _annotate(self, span: ReadableSpan) -> ReadableSpan:
-        attrs: Mapping[str, Any] = span.attributes or {}
+    def _annotate(self, trace_id: int | None, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
         existing = attrs.get(ANNOTATIONS_ATTR)
         wanted = [k for k in self.keys if k in attrs]
         if existing is None and not wanted:
-            return span
-        candidates = merge_index_keys(existing, wanted)
+            return None
+        candidates = wanted if existing is None else merge_index_keys(existing, wanted)
         new_attrs = dict(attrs)
         changed = False
         chosen: list[str] = []
@@ -140,9 +151,8 @@ class Annotator:
                 changed = True
         if invalid:
             self.metrics.inc("annotations_dropped", invalid, reason="invalid_value")
-        ctx = span.context
-        if chosen and ctx is not None:
-            chosen, over = self._admit(ctx.trace_id, chosen)
+        if chosen and trace_id is not None:
+            chosen, over = self._admit(trace_id, chosen)
             if over:
                 self.metrics.inc("annotations_dropped", over, reason="limit")
         marked = tuple(chosen)
@@ -151,12 +161,8 @@ class Annotator:
         else:
             new_attrs.pop(ANNOTATIONS_ATTR, None)
         if not changed and (marked or None) == (tuple(existing) if isinstance(existing, (list, tuple)) else existing):
-            return span
-        return ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=new_attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
-            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
-        )
+            return None
+        return new_attrs
 
     def _admit(self, trace_id: int, keys: list[str]) -> tuple[list[str], int]:
         """Keys this span may carry given what its trace already uses; and how many were refused."""

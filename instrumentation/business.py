@@ -80,7 +80,8 @@ class _Operation:
 _CURRENT: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar("pulsetrace_business_operation",
                                                                              default=None)
 _tracer_cache: tuple[trace.TracerProvider, trace.Tracer] | None = None
-_key_cache: dict[tuple[str, str], str] = {}
+#: operation prefix → keyword → attribute name.
+_key_cache: dict[str, dict[str, str]] = {}
 
 
 def _tracer() -> trace.Tracer:
@@ -97,27 +98,37 @@ def _tracer() -> trace.Tracer:
 def namespace_key(operation: str | None, key: str) -> str:
     """The attribute name for a keyword given to a business operation (see the module docstring)."""
     prefix = operation.split(".", 1)[0] if operation else "business"
-    cached = _key_cache.get((prefix, key))
-    if cached is not None:
-        return cached
+    names = _key_cache.get(prefix)
+    if names is None:
+        if len(_key_cache) >= 1024:
+            _key_cache.clear()
+        names = _key_cache[prefix] = {}
+    out = names.get(key)
+    if out is not None:
+        return out
     if "." in key:
         out = key
     else:
         entity, sep, field = key.partition("_")
         out = f"{entity}.{field}" if sep and entity and field else f"{prefix}.{key}"
-    if len(_key_cache) < 4096:
-        _key_cache[(prefix, key)] = out
+    if len(names) < 4096:
+        names[key] = out
     return out
+
+
+_PRIMITIVES = frozenset({str, bool, int, float})
 
 
 def _coerce(value: object) -> AttributeValue | None:
     """An attribute value OpenTelemetry accepts; ``None`` to leave the attribute out."""
+    if type(value) in _PRIMITIVES:
+        return value  # type: ignore[return-value]
     if value is None:
         return None
+    if isinstance(value, enum.Enum):  # before str/int: ``class Method(str, Enum)`` records its value
+        return _coerce(value.value)
     if isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, enum.Enum):
-        return _coerce(value.value)
     if isinstance(value, (numbers.Real, decimal.Decimal)):  # money, fractions, numpy: filterable numbers
         return float(value)
     if isinstance(value, (list, tuple)):
@@ -129,7 +140,8 @@ def _coerce(value: object) -> AttributeValue | None:
 
 
 def _attributes(operation: str, tier: str, given: Mapping[str, object], index: frozenset[str]) -> dict[str, Any]:
-    attrs: dict[str, Any] = {OPERATION_ATTR: operation, TIER_ATTR: tier}
+    # The outcome starts as success (one attribute write less on the common path); a failure overwrites it.
+    attrs: dict[str, Any] = {OPERATION_ATTR: operation, TIER_ATTR: tier, OUTCOME_ATTR: "success"}
     for key, value in given.items():
         coerced = _coerce(value)
         if coerced is not None:
@@ -209,9 +221,10 @@ class _BusinessSpan:
                     if exc is not None and not cancelled:
                         span.record_exception(exc, escaped=True)
                         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
-                    span.set_attribute(OUTCOME_ATTR, "success" if success else "failure")
-                    if not success and reason:
-                        span.set_attribute(REASON_ATTR, reason)
+                    if not success:
+                        span.set_attribute(OUTCOME_ATTR, "failure")
+                        if reason:
+                            span.set_attribute(REASON_ATTR, reason)
                 span.end()
                 try:
                     otel_context.detach(self._ctx_token)  # type: ignore[arg-type]

@@ -99,6 +99,12 @@ _NANP = re.compile(r"(?<![\w.\-+])(?:\(\d{3}\)\s?|\d{3}[\-. ])\d{3}[\-. ]\d{4}(?
 _TRUNK = re.compile(r"(?<![\w.\-+:/])0\d{1,5}(?:[ \-]\d{2,6}){1,2}(?![\w\-]|[.:/]\d)")
 _IN_MOBILE = re.compile(r"(?<![\w.\-+:/])[6-9]\d{4} \d{5}(?![\w\-]|[.:/]\d)")
 _SEPARATORS = re.compile(r"[ \-]")
+#: One pass for every phone shape; leftmost match wins, then the order below.
+_PHONES = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in
+                              (("e164", _E164), ("nanp", _NANP), ("trunk", _TRUNK), ("mobile", _IN_MOBILE))))
+#: Fewer than seven digits (with short separators) cannot be a card or a phone number.
+_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,4}\d){6}")
+_AUTH_GATE = re.compile(r"(?i)bearer|basic|digest")
 
 
 def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
@@ -162,13 +168,20 @@ def _cards(match: re.Match[str]) -> str:
     return "".join(out)
 
 
-def _trunk_phone(match: re.Match[str]) -> str:
+def _phone(match: re.Match[str]) -> str:
     text = match.group(0)
-    return PHONE if 10 <= sum(c.isdigit() for c in text) <= 12 else text
+    if match.lastgroup == "trunk" and not 10 <= sum(c.isdigit() for c in text) <= 12:
+        return text
+    return PHONE
 
 
 class _TextScrubber:
-    """All string rules, compiled once for a configuration."""
+    """All string rules, compiled once for a configuration.
+
+    Cheap gates decide which rule families can apply at all (an ``@`` for e-mails
+    and URL credentials, ``=``/``:`` for secret pairs, seven digits for cards and
+    phones), so an ordinary string costs one or two C-level scans.
+    """
 
     def __init__(self, extra_secret_words: Sequence[str] = ()) -> None:
         self._pairs = _secret_pair_pattern(extra_secret_words)
@@ -182,17 +195,18 @@ class _TextScrubber:
             except UnicodeDecodeError:
                 decoded = text
             text = decoded
-        text = _URL_CREDENTIALS.sub(r"\1" + REDACTED + "@", text)
-        text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
-        text = self._pairs.sub(r"\1" + REDACTED, text)
-        if "@" in text:
+        at = "@" in text
+        if at and "://" in text:
+            text = _URL_CREDENTIALS.sub(r"\1" + REDACTED + "@", text)
+        if _AUTH_GATE.search(text) is not None:
+            text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
+        if "=" in text or ":" in text:
+            text = self._pairs.sub(r"\1" + REDACTED, text)
+        if at:
             text = _EMAIL.sub(EMAIL, text)
-        text = _DIGIT_RUN.sub(_cards, text)
-        if "+" in text:
-            text = _E164.sub(PHONE, text)
-        text = _NANP.sub(PHONE, text)
-        text = _TRUNK.sub(_trunk_phone, text)
-        text = _IN_MOBILE.sub(PHONE, text)
+        if _SEVEN_DIGITS.search(text) is not None:
+            text = _DIGIT_RUN.sub(_cards, text)
+            text = _PHONES.sub(_phone, text)
         return text
 
 
@@ -203,6 +217,9 @@ def scrub_text(text: str) -> str:
     """``text`` with URL credentials, secrets, e-mails, card and phone numbers redacted (default rules)."""
     return _default_text_scrubber(text)
 
+
+#: An attributes step run after scrubbing: (trace id, attributes) → new attributes, or ``None`` if unchanged.
+AttributesStep = Callable[[int | None, Mapping[str, Any]], dict[str, Any] | None]
 
 # Key actions.
 _PLAIN, _SECRET, _PII, _HASH, _SQL = range(5)
@@ -223,6 +240,8 @@ class PiiScrubber:
         self._secret_fragments = SECRET_KEY_FRAGMENTS + extra
         self._text = _TextScrubber(tuple(k for k in secret_keys if k))
         self._actions: dict[str, int] = {}
+        #: Short strings already found clean (bounded; never holds a string that needed scrubbing).
+        self._clean: set[str] = set()
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -279,14 +298,42 @@ class PiiScrubber:
         """Scrubbed copy of ``attrs``, or ``None`` when nothing changed."""
         if not attrs:
             return None
+        # A span's attributes come as a read-only view over the SDK's container, slow to walk
+        # key by key: copy once into a plain dict.
+        src = attrs if type(attrs) is dict else dict(attrs)
+        actions = self._actions
+        clean = self._clean
         out: dict[str, Any] | None = None
-        for key, value in attrs.items():
-            new = self._value(self._action(key), value)
+        for key, value in src.items():
+            action = actions.get(key)
+            if action is None:
+                action = self._action(key)
+            if action == _PLAIN:
+                if type(value) is not str:
+                    if not isinstance(value, (list, tuple)):
+                        continue
+                    new = self._value(action, value)
+                elif value in clean:
+                    continue
+                else:
+                    new = self._text(value)
+                    if new == value:
+                        self._remember_clean(value)
+                        continue
+            else:
+                new = self._value(action, value)
             if new is not value and new != value:
                 if out is None:
-                    out = dict(attrs)
+                    out = src if src is not attrs else dict(src)
                 out[key] = new
         return out
+
+    def _remember_clean(self, value: str) -> None:
+        """Strings that needed no scrubbing (span names, enum-like values) are not scanned again."""
+        if len(value) <= 128:
+            if len(self._clean) >= 8192:
+                self._clean.clear()
+            self._clean.add(value)
 
     def text(self, text: str) -> str:
         return self._text(text)
@@ -294,13 +341,29 @@ class PiiScrubber:
     # -- spans ------------------------------------------------------------------------------
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        return self.scrub(span)
+
+    def scrub(self, span: ReadableSpan, post: AttributesStep | None = None) -> ReadableSpan:
+        """The scrubbed span; ``post`` may then rewrite its attributes (one copy of the span in all)."""
         changed = False
-        name = self._text(span.name)
-        if name != span.name:
-            changed = True
-        attrs = self.attributes(span.attributes)
+        name = span.name
+        if name not in self._clean:
+            name = self._text(name)
+            if name != span.name:
+                changed = True
+            else:
+                self._remember_clean(name)
+        raw = span.attributes
+        base: dict[str, Any] = dict(raw) if raw else {}
+        attrs = self.attributes(base)
         if attrs is not None:
             changed = True
+        if post is not None:
+            ctx = span.context
+            posted = post(ctx.trace_id if ctx is not None else None, attrs if attrs is not None else base)
+            if posted is not None:
+                attrs = posted
+                changed = True
         events: Sequence[Event] = span.events
         new_events: list[Event] | None = None
         for i, event in enumerate(events):
@@ -350,9 +413,9 @@ def build_scrubber(cfg: Config, metrics: SelfMetrics) -> Callable[[ReadableSpan]
     pii = cfg.tracing.pii
     scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys,
                            metrics=metrics)
-    annotator = build_annotator(cfg, metrics)
+    annotate = build_annotator(cfg, metrics).annotate_attributes
 
     def transform(span: ReadableSpan) -> ReadableSpan:
-        return annotator(scrubber(span))
+        return scrubber.scrub(span, annotate)
 
     return transform

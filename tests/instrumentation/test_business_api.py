@@ -237,11 +237,15 @@ def test_values_are_coerced_to_attribute_types(spans: Collect) -> None:
     class Method(Enum):
         UPI = "upi"
 
+    class Currency(str, Enum):
+        INR = "INR"
+
     with business_span("payment.create", method=Method.UPI, amount=Decimal("10.25"), tags=["a", "b"],
-                       customer=object, missing=None):
+                       customer=object, missing=None, currency=Currency.INR):
         pass
     a = attrs(spans.by_name("payment.create"))
     assert a["payment.method"] == "upi" and a["payment.amount"] == 10.25
+    assert a["payment.currency"] == "INR" and type(a["payment.currency"]) is str
     assert a["payment.tags"] == ("a", "b") and isinstance(a["payment.customer"], str)
     assert "payment.missing" not in a
 
