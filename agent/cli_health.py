@@ -68,18 +68,25 @@ def _log_to_stderr() -> None:
 
 
 async def _serve(cfg: Config) -> int:
+    from agent.selfmetrics import SelfMetrics
     from healthchecks.service import HealthService, open_store
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    service = HealthService(cfg, store=open_store(cfg))
+    metrics = SelfMetrics()
+    service = HealthService(cfg, store=open_store(cfg), metrics=metrics)
     try:
         await service.start()
     except OSError as exc:
         await service.stop(0.5)
         raise CliError(f"cannot listen on {cfg.health.listen}: {exc.strerror or exc}", 1) from None
+    publisher = None
+    if cfg.metrics.cloudwatch.mode != "off":  # the sidecar also publishes the health metrics
+        from agent.health_metrics import wire_health_metrics
+
+        publisher = wire_health_metrics(cfg, service.add_snapshot_listener, metrics)
     port = service.server.port if service.server is not None else 0
     host = cfg.health.listen.rpartition(":")[0] or "127.0.0.1"
     sys.stderr.write(f"pulsetrace: health on http://{host}:{port}/health ({len(service.probes)} probes)\n")
@@ -88,6 +95,8 @@ async def _serve(cfg: Config) -> int:
         await stop.wait()
     finally:
         await service.stop(2.0)
+        if publisher is not None:
+            await asyncio.to_thread(publisher.shutdown, 2.0)
     return 0
 
 

@@ -237,3 +237,23 @@ def test_serve_on_a_taken_port_is_one_line_exit_1(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip().startswith("pulsetrace: cannot listen on 127.0.0.1:") and "Traceback" not in out.stderr
+
+
+def test_serve_publishes_health_metrics_as_emf_when_cloudwatch_is_on(tmp_path: Path) -> None:
+    emf = tmp_path / "emf.jsonl"
+    path = tmp_path / "pulsetrace.yaml"
+    port = free_port()
+    path.write_text(yaml.safe_dump({
+        "store": {"path": str(tmp_path / "store")},
+        "metrics": {"cloudwatch": {"mode": "emf", "emf_output": f"file:{emf}", "interval": "1s"}},
+        "health": {"listen": f"127.0.0.1:{port}", "probes": [switch("db", interval="0.2s", timeout="0.1s")]}}))
+    proc = serve(path)
+    try:
+        wait_port(port, timeout=15)
+        assert wait_for(lambda: details(port)["status"] == "UP")
+        time.sleep(1.5)
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    docs = [json.loads(line) for line in emf.read_text().splitlines() if line.strip()]
+    assert any(d.get("Probe") == "db" and "ProbeStatus" in d for d in docs)
