@@ -209,18 +209,19 @@ def _blame_env(problems: list[Problem], origin: Mapping[str, str]) -> list[Probl
     return out
 
 
-def _host_port_problem(key: str, value: str) -> Problem | None:
+def _host_port_problem(key: str, value: str, allow_any_port: bool = False) -> Problem | None:
     # The X-Ray daemon convention also allows "tcp:HOST:PORT udp:HOST:PORT"; we take the udp part.
     text = value.split("udp:", 1)[1].split()[0] if "udp:" in value else value
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_any_port else 1  # a listen address may ask for any free port with 0
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         return Problem(key, "not a host:port address", value, "e.g. 127.0.0.1:8081")
     return None
 
 
 def _semantic_problems(cfg: Config) -> list[Problem]:
     problems: list[Problem] = []
-    p = _host_port_problem("health.listen", cfg.health.listen)
+    p = _host_port_problem("health.listen", cfg.health.listen, allow_any_port=True)
     if p:
         problems.append(p)
     p = _host_port_problem("tracing.xray.daemon_address", cfg.tracing.xray.daemon_address)

@@ -42,7 +42,16 @@ class Problem:
             extra.append(f"expected {self.expected}")
         tail = f" ({', '.join(extra)})" if extra else ""
         # One problem, one line: a key or value holding a newline must not start another.
-        return _one_line(f"{self.key or '<root>'}: {self.problem}{tail}")
+        return _one_line(f"{_show_key(self.key)}: {self.problem}{tail}")
+
+
+def _show_key(key: str) -> str:
+    """The key path as written, quoted when it is blank or has blanks in it (``' '`` is a key YAML allows)."""
+    if not key:
+        return "<root>"
+    if key != key.strip() or any(c.isspace() for c in key):
+        return repr(key)
+    return key
 
 
 def _one_line(text: str) -> str:
