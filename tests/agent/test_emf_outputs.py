@@ -84,9 +84,10 @@ class TcpCollector:
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     self.lines.append(line)
-                    if self.close_after is not None and len(self.lines) >= self.close_after:
-                        self.close_after = None
-                        return  # the agent restarts: close this connection
+                # the agent restarts after what it has read: close this connection (complete lines kept)
+                if self.close_after is not None and len(self.lines) >= self.close_after:
+                    self.close_after = None
+                    return
 
     def docs(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in list(self.lines)]
