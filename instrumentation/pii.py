@@ -79,6 +79,8 @@ SECRET_KEY_FRAGMENTS: tuple[str, ...] = (
 )
 PII_KEY_FRAGMENTS: tuple[str, ...] = ("email", "phone", "mobile", "msisdn", "card_number", "cardnumber", "cvv")
 SQL_KEYS = frozenset({"db.statement", "db.query.text"})
+#: Names the instrumentation builds as ``<name>@<host>`` for X-Ray's service map: not personal data.
+SERVICE_NAME_KEYS = frozenset({"peer.service", "aws.local.service", "aws.remote.service"})
 
 # --- patterns -----------------------------------------------------------------------------
 
@@ -89,9 +91,10 @@ _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]+=*"
 _SECRET_WORDS = (r"password|passwd|pwd|secret|token|api[_\-]?key|private[_\-]?key|access[_\-]?key|credential|"
                  r"session|signature|cookie|authorization")
 _QUERY_SHORT_NAMES = r"sig|key|code|pass|pw|auth"
+#: The last label (the TLD) starts with a letter, so ``shop@127.0.0.1`` (a service at an address) is no e-mail.
 _EMAIL = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)+")
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?")
 #: Maximal runs of digits with single space/dash separators, long enough to hold a card.
 _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}(?!\d)")
 _E164 = re.compile(r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)")
@@ -222,7 +225,7 @@ def scrub_text(text: str) -> str:
 AttributesStep = Callable[[int | None, Mapping[str, Any]], dict[str, Any] | None]
 
 # Key actions.
-_PLAIN, _SECRET, _PII, _HASH, _SQL = range(5)
+_PLAIN, _SECRET, _PII, _HASH, _SQL, _KEEP = range(6)
 
 
 class PiiScrubber:
@@ -254,6 +257,8 @@ class PiiScrubber:
             action = _HASH
         elif key in SQL_KEYS:
             action = _SQL
+        elif key in SERVICE_NAME_KEYS:
+            action = _KEEP
         elif any(f in norm for f in self._secret_fragments):
             action = _SECRET
         elif any(f in norm for f in PII_KEY_FRAGMENTS):
@@ -285,6 +290,8 @@ class PiiScrubber:
         if action == _SQL:
             if isinstance(value, str):
                 return self._text(sanitize_sql(value))
+            return value
+        if action == _KEEP:
             return value
         if action == _SECRET:
             if isinstance(value, (str, bytes)):

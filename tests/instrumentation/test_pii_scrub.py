@@ -72,6 +72,7 @@ def test_text_rules_redact(text: str, expected: str) -> None:
     "GET /orders/{id}/items",
     "SELECT ? FROM t WHERE a = $1",
     "trace 1-5759e988-bd862e3fe1be46a994272793",
+    "db shop@127.0.0.1 cache redis@10.0.0.5:6379",  # X-Ray's name@host, at an address: no e-mail
 ])
 def test_ordinary_numbers_and_text_survive(text: str) -> None:
     assert scrub_text(text) == text
@@ -95,6 +96,11 @@ def test_secret_named_keys_are_redacted_but_their_counts_kept() -> None:
                 "db.password", "X-Api-Key", "session.id", "aws.credentials.key", "app.pin_code"):
         assert a[key] == REDACTED, key
     assert a["llm.usage.total_tokens"] == 120 and a["empty_token"] == "" and a["plain"] == "fine"
+
+
+def test_service_names_built_as_name_at_host_are_kept() -> None:
+    span = make_span(attributes={"peer.service": "shop@db.prod.internal", "aws.remote.service": "orders@api.test"})
+    assert PiiScrubber()(span) is span
 
 
 def test_personal_data_keys_are_redacted_whatever_the_type() -> None:
