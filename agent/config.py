@@ -249,6 +249,13 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
     from agent.metrics_publisher import config_problems  # the CloudWatch rules live with the publisher
 
     problems.extend(config_problems(cfg))
+    if cfg.tracing.sampling.xray_rules_file:
+        from agent.sampling import load_xray_rules  # a bad rules file stops the start: say so at validation
+
+        try:
+            load_xray_rules(cfg.tracing.sampling.xray_rules_file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     return problems
 
 

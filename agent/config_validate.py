@@ -46,10 +46,10 @@ class Problem:
 
 
 def _show_key(key: str) -> str:
-    """The key path as written, quoted when it is blank or has blanks in it (``' '`` is a key YAML allows)."""
+    """The key path as written, quoted when it starts or ends with a blank (``' '`` is a key YAML allows)."""
     if not key:
         return "<root>"
-    if key != key.strip() or any(c.isspace() for c in key):
+    if key != key.strip():
         return repr(key)
     return key
 
