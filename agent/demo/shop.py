@@ -29,7 +29,8 @@ async def _db() -> Any:
     return _state.get("db")
 
 
-@business_operation("payment.create", tier="critical")
+@business_operation("payment.create", tier="critical",
+                    attributes=["order_id", "amount", "method", "school_id"])
 async def create_payment(order_id: str, amount: float, method: str, school_id: str) -> dict[str, Any]:
     client: httpx.AsyncClient = _state["http"]
     response = await client.post("/v1/charge", json={"order_id": order_id, "amount": amount, "method": method})
