@@ -177,24 +177,33 @@ class PulseTraceMiddleware:
         latency_ms = (time.perf_counter() - started) * 1000.0
         route = _route_of(scope) or path_template(scope.get("path") or "/")
         method = scope.get("method") or "GET"
-        if exc is not None and status == 0:
+        # A cancelled request (the client went away, a shutdown deadline) is neither the
+        # server's fault nor the client's error: no status, no fault, just marked.
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        if exc is not None and status == 0 and not cancelled:
             status = 500
-        fault = status >= 500 or (exc is not None and not isinstance(exc, asyncio.CancelledError))
+        fault = status >= 500 or (exc is not None and not cancelled)
         error = 400 <= status < 500
-        if span.is_recording():
-            span.update_name(f"{method} {route}")
-            if scope.get("route") is not None:
-                span.set_attribute("http.route", route)
-            if status:
-                span.set_attribute("http.response.status_code", status)
-                span.set_attribute("http.status_code", status)
-            if exc is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            elif status >= 500:
-                span.set_status(_ERROR_STATUS)
-        span.end()
-        otel_context.detach(token)  # type: ignore[arg-type]
+        try:
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                if scope.get("route") is not None:
+                    span.set_attribute("http.route", route)
+                if status:
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("http.status_code", status)
+                if cancelled:
+                    span.set_attribute("error.type", "cancelled")
+                elif exc is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                elif status >= 500:
+                    span.set_status(_ERROR_STATUS)
+        finally:
+            try:
+                span.end()
+            finally:
+                otel_context.detach(token)  # type: ignore[arg-type]
         agent = _runtime._AGENT
         if agent is not None and agent.recorder is not None:
             agent.recorder.record(f"{method} {route}", "", latency_ms, error, fault)

@@ -64,8 +64,7 @@ def _uvicorn(module: ModuleType, agent: Agent) -> Undo:
     def load(self: Any) -> None:
         original(self)
         try:
-            if not isinstance(self.loaded_app, PulseTraceMiddleware):
-                self.loaded_app = PulseTraceMiddleware(self.loaded_app, agent.provider)
+            _wrap_inside_proxy_headers(self, lambda app: PulseTraceMiddleware(app, agent.provider))
         except Exception:
             _log.debug("could not wrap the ASGI app", exc_info=True)
 
@@ -75,6 +74,26 @@ def _uvicorn(module: ModuleType, agent: Agent) -> Undo:
         config_cls.load = original
 
     return undo
+
+
+def _wrap_inside_proxy_headers(config: Any, wrap: Callable[[Any], Any]) -> None:
+    """Put our middleware inside uvicorn's ProxyHeadersMiddleware when there is one.
+
+    Behind an ALB the proxy-headers middleware rewrites ``client`` and ``scheme`` from
+    ``X-Forwarded-For``/``-Proto`` (for trusted proxies); wrapped inside it, the server span
+    records the real client address, not the load balancer's.
+    """
+    from instrumentation.asgi import PulseTraceMiddleware
+
+    outer = config.loaded_app
+    if isinstance(outer, PulseTraceMiddleware):
+        return
+    inner = getattr(outer, "app", None)
+    if type(outer).__name__ == "ProxyHeadersMiddleware" and inner is not None:
+        if not isinstance(inner, PulseTraceMiddleware):
+            outer.app = wrap(inner)
+        return
+    config.loaded_app = wrap(outer)
 
 
 def _gunicorn(module: ModuleType, agent: Agent) -> Undo:
@@ -89,8 +108,11 @@ def _gunicorn(module: ModuleType, agent: Agent) -> Undo:
     def wsgi(self: Any) -> Any:
         app = original(self)
         try:
+            # ASGI workers (uvicorn's) load the app through uvicorn.Config, which wraps it as ASGI.
+            worker = str(getattr(getattr(self, "cfg", None), "worker_class_str", "") or "")
             call = getattr(app, "__call__", None)
-            is_asgi = inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
+            is_asgi = ("uvicorn" in worker.lower() or "asgi" in worker.lower()
+                       or inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call))
             if not is_asgi and not isinstance(app, PulseTraceWSGIMiddleware):
                 app = PulseTraceWSGIMiddleware(app, agent.provider)
                 self.callable = app
@@ -214,6 +236,7 @@ def activate(cfg: Config, agent: Agent) -> list[str]:
         raise ConfigError(problems)
     disabled = _disabled_names(cfg)
     enabled: list[str] = []
+    now: list[tuple[Callable[[ModuleType], None], ModuleType]] = []
     with _state_lock:
         if _finder is None:
             _finder = _PostImportFinder()
@@ -225,9 +248,12 @@ def activate(cfg: Config, agent: Agent) -> list[str]:
             hook = _make_hook(inst, agent)
             existing = sys.modules.get(inst.module)
             if existing is not None:
-                hook(existing)
+                now.append((hook, existing))
             else:
                 _finder.hooks[inst.module] = hook
+    # Hooks take the state lock themselves: run the ones for already-imported libraries after it is released.
+    for hook, module in now:
+        hook(module)
     return enabled
 
 

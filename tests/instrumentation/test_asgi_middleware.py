@@ -185,3 +185,65 @@ def test_request_metrics_are_recorded_for_unsampled_requests(clean_agent: None, 
         agent.pipeline.shutdown(1.0)
     assert [(o, e, f) for o, _, _, e, f in calls] == [("GET /items/{item_id}", True, False),
                                                         ("GET /items/{item_id}", False, True)]
+
+
+def test_a_cancelled_request_is_not_a_server_fault(clean_agent: None, tmp_path: Any) -> None:
+    from agent import runtime
+    from agent.config import config_from_mapping
+
+    calls: list[tuple[bool, bool]] = []
+
+    class Recorder:
+        def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool) -> None:
+            calls.append((error, fault))
+
+    async def hangs(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError()
+
+    agent = runtime.build_agent(config_from_mapping({"store": {"path": str(tmp_path)}}, env={}))
+    agent.recorder = Recorder()
+    runtime._AGENT = agent
+    try:
+        p, c = provider()
+        with pytest.raises(asyncio.CancelledError):
+            call(PulseTraceMiddleware(hangs, p), "/slow")
+    finally:
+        runtime._AGENT = None
+        agent.pipeline.shutdown(1.0)
+    (span,) = c.spans
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None and "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "cancelled"
+    assert calls == [(False, False)]
+
+
+def test_context_is_restored_even_when_ending_the_span_fails() -> None:
+    from opentelemetry import context as otel_context
+
+    p, _ = provider()
+
+    class Exploding(PulseTraceMiddleware):
+        def _start(self, scope: Any) -> tuple[Any, object]:
+            span, token = super()._start(scope)
+
+            class Bad:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(span, name)
+
+                def end(self) -> None:
+                    span.end()
+                    raise RuntimeError("end failed")
+
+            return Bad(), token  # type: ignore[return-value]
+
+    after: list[object] = []
+    inner = Exploding(APP, p)
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        before = otel_context.get_current()  # checked in the same task the middleware ran in
+        await inner(scope, receive, send)
+        after.append(otel_context.get_current() == before)
+
+    sent = call(outer, "/items/1")
+    assert sent[0]["status"] == 200
+    assert after == [True]

@@ -109,3 +109,16 @@ def test_a_failing_instrumentor_does_not_break_the_application_import(tmp_path: 
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "ok" in done.stdout and "instrumentor exploded" in done.stderr
+
+
+def test_libraries_imported_before_start_are_instrumented_at_once_without_deadlock(tmp_path: Path) -> None:
+    done = run_py("""
+        import httpx, redis, botocore, uvicorn.config
+        import agent
+        from instrumentation import auto
+        agent.start()
+        print(sorted(auto.active()))
+        agent.shutdown(1.0)
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['asgi', 'botocore', 'httpx', 'redis']"

@@ -302,3 +302,18 @@ def test_gunicorn_sync_workers_serving_wsgi_are_instrumented(tmp_path: Path, sto
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_behind_a_load_balancer_the_span_records_the_real_client(tmp_path: Path, store: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", store)
+    svc = start_service(tmp_path, cfg, "svc_front:app")  # uvicorn trusts proxy headers from 127.0.0.1
+    try:
+        r = httpx.get(svc.url + "/hello", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+                      timeout=10)
+        assert r.status_code == 200
+        spans = wait_for(lambda: [s for s in all_spans(store) if s.name == "GET /hello"])
+        assert spans, svc.output()
+        assert spans[0].attributes["client.address"] == "203.0.113.9"
+        assert spans[0].attributes["url.scheme"] == "https"
+    finally:
+        svc.stop()
