@@ -84,15 +84,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for module_name in modules:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
-            continue
+        except ImportError as exc:
+            if wanted in COMMANDS:
+                # the command asked for cannot load: say why, rather than "invalid choice"
+                raise CliError(f"{wanted}: cannot load ({exc})") from exc
+            continue  # listing every command: leave out the one that cannot load
         module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except CliError as exc:
+        sys.stderr.write(f"pulsetrace: {exc}\n")
+        return exc.code
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

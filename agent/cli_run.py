@@ -23,6 +23,15 @@ from typing import Any
 from agent.cli import CliError
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+#: Signals a terminal sends to its whole foreground process group (the child is in ours then).
+_TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
 
 
 def boot_dir() -> str:
@@ -107,29 +116,36 @@ def run(args: argparse.Namespace) -> int:
     config_path = args.config or os.environ.get("PULSETRACE_CONFIG") or (
         "pulsetrace.yaml" if Path("pulsetrace.yaml").exists() else None)
     env = child_env(config_path)
-    # The child gets its own process group: a terminal's Ctrl-C reaches us once and we
-    # forward it once (not twice, which servers read as "force quit").
-    proc = subprocess.Popen(cmd, env=env, process_group=0)
-    received: list[int] = []
+    # Handlers first: a SIGTERM that arrives while the child is being started is held and
+    # forwarded as soon as it exists (never leaving an orphan behind).
+    child: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
+    interactive = _stdin_is_terminal()
 
     def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
+        if interactive and signum in _TERMINAL_SIGNALS:
+            return  # the terminal sent it to the child's process group (ours) already
+        if not child:
+            pending.append(signum)
+            return
         try:
-            proc.send_signal(signum)
+            child[0].send_signal(signum)
         except ProcessLookupError:
             pass
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
     health = publisher = None
-    if cfg.health.enabled and not args.no_health:
-        health, publisher = _start_health(cfg, child_alive=lambda: proc.poll() is None)
     try:
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
+        # At a terminal the child stays in our process group, so it can read the terminal
+        # (a debugger, a prompt) and Ctrl-C / Ctrl-Z reach it directly. Otherwise (containers,
+        # CI) it gets a group of its own and every signal reaches it through us, exactly once.
+        proc = subprocess.Popen(cmd, env=env, process_group=None if interactive else 0)
+        child.append(proc)
+        for signum in pending:
+            proc.send_signal(signum)
+        if cfg.health.enabled and not args.no_health:
+            health, publisher = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+        code = proc.wait()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

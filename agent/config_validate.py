@@ -210,7 +210,12 @@ class _Builder:
             return True, value
         if origin is Literal:
             allowed = get_args(tp)
-            if value in allowed:
+            # YAML 1.1 reads a bare `off`/`on` as a boolean: `mode: off` means "off".
+            if value is False and "off" in allowed:
+                value = "off"
+            elif value is True and "on" in allowed:
+                value = "on"
+            if value in allowed and not isinstance(value, bool):
                 return True, value
             return self.choice(key, str(value), tuple(str(a) for a in allowed))
         if origin is list:

@@ -5,8 +5,9 @@ instrumentor entry point. Our distro selects our configurator (when several are
 installed, pick ours with ``OTEL_PYTHON_DISTRO=pulsetrace``); the configurator
 starts the pulsetrace agent from ``pulsetrace.yaml`` / ``$PULSETRACE_CONFIG``, so
 spans go where pulsetrace's exporters send them (the local store by default).
-Upstream instrumentors that load afterwards find their libraries already
-instrumented and leave them alone.
+The upstream instrumentors of the libraries pulsetrace instruments itself are
+skipped (pulsetrace activates them on first import, honouring
+``tracing.instrumentations``); any other instrumentor installed loads as usual.
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 
+#: Upstream instrumentor entry points pulsetrace activates itself (lazily, with its own settings):
+#: loading them again here would import every library eagerly and ignore ``tracing.instrumentations``.
+OWNED_INSTRUMENTORS = frozenset({"httpx", "httpx2", "asyncpg", "redis", "botocore", "asgi", "wsgi", "starlette",
+                                 "fastapi"})
+
+
 class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "pulsetrace")
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name in OWNED_INSTRUMENTORS:
+            return
+        super().load_instrumentor(entry_point, **kwargs)
 
 
 class PulseTraceConfigurator(_BaseConfigurator):

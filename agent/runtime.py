@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("pulsetrace")
 _lock = threading.Lock()
 _AGENT: Agent | None = None
+_STOPPED_PROVIDER: object = None
+_ATEXIT_REGISTERED = False
 
 
 @dataclass
@@ -40,7 +42,6 @@ class Agent:
     recorder: Any = None
     instrumented: list[str] = field(default_factory=list)
     role: str = "app"
-    _extra_shutdown: list[Any] = field(default_factory=list)
 
     def tracer(self, name: str = "pulsetrace") -> Any:
         return self.provider.get_tracer(name)
@@ -117,14 +118,18 @@ def install_propagators() -> None:
 def start(config_path: str | None = None, *, config: Config | None = None, role: str = "app",
           instrument: bool = True) -> Agent:
     """Start the agent once per process (idempotent); raises ``ConfigError`` on a bad config."""
-    global _AGENT
+    global _AGENT, _ATEXIT_REGISTERED
     with _lock:
-        if _AGENT is not None and _AGENT.pipeline is not None:
+        if _AGENT is not None:
             return _AGENT
-        cfg = config if config is not None else load_config(config_path)
-        agent = build_agent(cfg, role=role)
         from opentelemetry import trace
 
+        if _STOPPED_PROVIDER is not None and trace.get_tracer_provider() is _STOPPED_PROVIDER:
+            # OpenTelemetry's global provider can be set once per process; the stopped one would
+            # swallow every span. Say so instead of running with a dead pipeline.
+            raise RuntimeError("pulsetrace was shut down in this process and cannot start again in it")
+        cfg = config if config is not None else load_config(config_path)
+        agent = build_agent(cfg, role=role)
         trace.set_tracer_provider(agent.provider)
         install_propagators()
         if instrument:
@@ -134,7 +139,9 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
         if agent.recorder is not None:
             agent.recorder.start()
         _AGENT = agent
-        atexit.register(_atexit_shutdown)
+        if not _ATEXIT_REGISTERED:
+            atexit.register(_atexit_shutdown)
+            _ATEXIT_REGISTERED = True
         return agent
 
 
@@ -165,8 +172,5 @@ def shutdown(timeout: float = 5.0) -> None:
         except Exception:
             _log.debug("metrics shutdown failed", exc_info=True)
     agent.pipeline.shutdown(max(0.0, deadline - time.monotonic()))
-    for fn in agent._extra_shutdown:
-        try:
-            fn()
-        except Exception:
-            _log.debug("shutdown hook failed", exc_info=True)
+    global _STOPPED_PROVIDER
+    _STOPPED_PROVIDER = agent.provider

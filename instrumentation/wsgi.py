@@ -24,17 +24,28 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class _ClosingIterable:
-    def __init__(self, inner: Iterable[bytes], on_close: Callable[[BaseException | None], None]) -> None:
+    """The app's response body; the span ends when the server closes it.
+
+    The request's context is attached again while the body is iterated, so spans made
+    while streaming (a generator body querying a database) stay in the request's trace.
+    """
+
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[BaseException | None], None],
+                 ctx: otel_context.Context) -> None:
         self._inner = inner
         self._on_close = on_close
+        self._ctx = ctx
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        token = otel_context.attach(self._ctx)
         try:
             yield from self._inner
         except BaseException as exc:
             self._finish(exc)
             raise
+        finally:
+            otel_context.detach(token)
 
     def close(self) -> None:
         try:
@@ -82,14 +93,15 @@ class PulseTraceWSGIMiddleware:
             except Exception:
                 pass
 
+        ctx = otel_context.get_current()
         try:
             result = self.app(environ, start_response_wrapper)
         except BaseException as exc:
             finish(exc)
-            otel_context.detach(token)  # type: ignore[arg-type]
             raise
-        otel_context.detach(token)  # type: ignore[arg-type]
-        return _ClosingIterable(result, finish)
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        return _ClosingIterable(result, finish, ctx)
 
     def _start(self, environ: dict[str, Any]) -> tuple[trace.Span, object]:
         carrier = {name: str(environ[key])[:8192] for key, name in _ENV_TRACE_HEADERS.items() if key in environ}

@@ -38,10 +38,17 @@ def _flush_on_sigterm() -> None:
         return
 
     def handler(signum: int, frame: object) -> None:
-        try:
-            from agent.runtime import shutdown
+        # The flush runs on a thread and is waited for with a deadline: this handler
+        # interrupts the main thread anywhere, possibly holding a lock the flush needs.
+        import threading
 
-            shutdown(timeout=float(os.environ.get("PULSETRACE_SHUTDOWN_TIMEOUT", "1.5")))
+        from agent.runtime import shutdown
+
+        timeout = float(os.environ.get("PULSETRACE_SHUTDOWN_TIMEOUT", "1.5"))
+        flusher = threading.Thread(target=shutdown, args=(timeout,), name="pulsetrace-sigterm-flush", daemon=True)
+        try:
+            flusher.start()
+            flusher.join(timeout + 0.25)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)

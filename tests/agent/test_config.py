@@ -359,3 +359,14 @@ def test_masked_dict_hides_every_secret_and_keeps_the_rest() -> None:
 ])
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_unquoted_off_is_the_off_mode_not_a_boolean() -> None:
+    import yaml
+
+    from agent.config import config_from_mapping
+
+    cfg = config_from_mapping(yaml.safe_load("metrics:\n  cloudwatch:\n    mode: off\n"), env={})
+    assert cfg.metrics.cloudwatch.mode == "off"
+    assert problems_of(yaml.safe_load("metrics:\n  cloudwatch:\n    mode: yes\n")) == [
+        "metrics.cloudwatch.mode: unknown value (got 'True', expected one of emf, api, off)"]

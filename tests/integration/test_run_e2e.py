@@ -317,3 +317,41 @@ def test_behind_a_load_balancer_the_span_records_the_real_client(tmp_path: Path,
         assert spans[0].attributes["url.scheme"] == "https"
     finally:
         svc.stop()
+
+
+def test_sigterm_to_a_plain_python_child_flushes_its_spans_then_ends_it_by_sigterm(tmp_path: Path,
+                                                                                  store: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", store, extra={"tracing": {"export_interval": 30.0}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ("from opentelemetry import trace\n"
+              "import time\n"
+              "with trace.get_tracer('job').start_as_current_span('batch.step'):\n"
+              "    pass\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--no-health", "--config", str(cfg), "--",
+                             sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 128 + signal.SIGTERM  # the default action is kept: killed by SIGTERM
+    assert time.monotonic() - started < 2.5
+    # the export interval (30 s) never came: the span is there because the handler flushed it
+    assert [s.name for s in all_spans(store)] == ["batch.step"]
+
+
+def test_opentelemetry_instrument_leaves_our_libraries_to_pulsetrace(tmp_path: Path, store: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {{path: '{store}'}}\ntracing:\n  instrumentations:\n    disabled: [redis]\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PULSETRACE_CONFIG": str(cfg), "OTEL_PYTHON_DISTRO": "pulsetrace"}
+    code = ("import sys\n"
+            "print('httpx' in sys.modules, 'redis' in sys.modules)\n"
+            "import redis, httpx\n"
+            "from opentelemetry.instrumentation.redis import RedisInstrumentor\n"
+            "from instrumentation import auto\n"
+            "print(RedisInstrumentor().is_instrumented_by_opentelemetry, sorted(auto.active()))\n")
+    done = subprocess.run(["opentelemetry-instrument", sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # nothing imported eagerly; redis disabled by our config is not instrumented by upstream either
+    assert done.stdout.split("\n")[:2] == ["False False", "False ['httpx']"], done.stdout
