@@ -52,6 +52,13 @@ def current() -> Agent | None:
     return _AGENT
 
 
+#: Bounds on what one span may hold, so a huge attribute (a request body logged by mistake, a
+#: fuzzer) costs bounded memory in the queue and the keep-errors buffer and bounded time in the
+#: scrubber. 8 KiB keeps long SQL and stack traces useful (X-Ray's own limits are smaller).
+SPAN_LIMITS = {"max_attribute_length": 8192, "max_span_attribute_length": 8192, "max_attributes": 128,
+               "max_events": 64, "max_event_attributes": 32, "max_links": 32}
+
+
 def _chain(first: Callable[[ReadableSpan], ReadableSpan],
            second: Callable[[ReadableSpan], ReadableSpan] | None) -> Callable[[ReadableSpan], ReadableSpan]:
     if second is None:
@@ -62,7 +69,7 @@ def _chain(first: Callable[[ReadableSpan], ReadableSpan],
 def build_agent(cfg: Config, role: str = "app") -> Agent:
     """Build (but do not install globally) an agent for ``cfg``."""
     from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
     from agent.exporters.base import EXPORTERS, ExporterContext
     from agent.pipeline import SpanPipeline
@@ -97,6 +104,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         sampler=build_sampler(cfg, metrics),
         resource=build_resource(cfg),
         id_generator=AwsXRayIdGenerator(),
+        span_limits=SpanLimits(**SPAN_LIMITS),
         shutdown_on_exit=False,
     )
     provider.add_span_processor(pipeline)

@@ -247,3 +247,23 @@ def test_context_is_restored_even_when_ending_the_span_fails() -> None:
     sent = call(outer, "/items/1")
     assert sent[0]["status"] == 200
     assert after == [True]
+
+
+def test_huge_attribute_values_are_bounded_before_they_reach_the_pipeline(clean_agent: None, tmp_path: Any) -> None:
+    from agent.config import config_from_mapping
+    from agent.runtime import build_agent
+
+    agent = build_agent(config_from_mapping({"store": {"path": str(tmp_path)}}, env={}))
+    try:
+        tracer = agent.provider.get_tracer("t")
+        with tracer.start_as_current_span("big") as span:
+            span.set_attribute("body", "x" * 1_000_000)
+            span.add_event("e", {"payload": "y" * 1_000_000})
+        assert len((span.attributes or {})["body"]) == 8192  # type: ignore[attr-defined]
+        assert len(span.events[0].attributes["payload"]) == 8192  # type: ignore[attr-defined, index]
+        with tracer.start_as_current_span("many") as many:
+            for i in range(500):
+                many.set_attribute(f"k{i}", i)
+        assert len(many.attributes or {}) == 128  # type: ignore[attr-defined]
+    finally:
+        agent.pipeline.shutdown(1.0)
