@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,11 +56,39 @@ BUSINESS_TIER_ATTR = "business.tier"
 Matcher = Callable[[str], bool]
 
 
+#: The longest method, path, host, span name or attribute value a rule looks at: longer text is
+#: cut to this before matching, so a hostile 1 MB ``url.path`` costs the same as a 1 KB one.
+MAX_MATCH_CHARS = 1024
+
+
+def _glob_regex(pattern: str, any_char: str) -> str:
+    r"""Regex source for an X-Ray glob that matches in time linear in the text.
+
+    ``*`` splits the glob into fixed-width pieces. The first piece is anchored at
+    the start and the last at the end; each middle piece takes its *leftmost*
+    occurrence inside an atomic group (``(?>any*?piece)``), which is always a right
+    choice for fixed-width pieces, so the engine never comes back to try another
+    and a glob with k stars costs O(n) instead of O(n^k). ``any_char`` is what
+    ``?``/``*`` may match (``.`` alone, ``[^\x00]`` inside the joined key).
+    """
+    def piece(text: str) -> str:
+        return "".join(any_char if c == "?" else re.escape(c) for c in text)
+
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return piece(pattern)
+    middle = "".join(f"(?>{any_char}*?{piece(p)})" for p in pieces[1:-1] if p)
+    last = pieces[-1]
+    tail = f"{any_char}*{piece(last)}" if last else f"{any_char}*+"
+    return piece(pieces[0]) + middle + tail
+
+
 def glob_matcher(pattern: str, *, case_insensitive: bool) -> Matcher | None:
     """A compiled X-Ray-style glob (``*`` any run, ``?`` one character); ``None`` matches anything.
 
     Patterns without wildcards compile to an equality test and ``prefix*`` to
-    ``startswith``, the two shapes nearly every rule has.
+    ``startswith``, the two shapes nearly every rule has; any other shape matches in
+    linear time (:func:`_glob_regex`).
     """
     if pattern in ("", "*"):
         return None
@@ -72,8 +102,8 @@ def glob_matcher(pattern: str, *, case_insensitive: bool) -> Matcher | None:
         if case_insensitive:
             return lambda v: v.lower().startswith(body)
         return lambda v: v.startswith(body)
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    compiled = re.compile(regex, re.IGNORECASE | re.DOTALL if case_insensitive else re.DOTALL)
+    flags = re.IGNORECASE | re.DOTALL if case_insensitive else re.DOTALL
+    compiled = re.compile(_glob_regex(pattern, "."), flags)
     return lambda v: compiled.fullmatch(v) is not None
 
 
@@ -114,6 +144,17 @@ class Bucket:
                     return True
         return (trace_id & _LOW64) < self._bound
 
+    def after_fork(self) -> None:
+        """Called in a forked child: a new lock and a fresh second.
+
+        The parent's lock may have been held by a thread that does not exist in the
+        child; and each worker keeps its own reservoir.
+        """
+        self._lock = threading.Lock()
+        self._second = -1
+        self._used = 0
+        self._quota = 0
+
 
 class _Rule:
     """A compiled rule: every present matcher must match; maps to ``bucket``.
@@ -151,8 +192,10 @@ class _Rule:
             value = attributes.get(key)
             if value is None:
                 return False
-            if matcher is not None and not matcher(value if isinstance(value, str) else str(value)):
-                return False
+            if matcher is not None:
+                text = value if isinstance(value, str) else str(value)
+                if not matcher(text[:MAX_MATCH_CHARS]):
+                    return False
         return True
 
 
@@ -251,15 +294,20 @@ _Segment = tuple[re.Pattern[str], dict[str, _Rule]] | _Rule
 
 
 def _field_regex(pattern: str, case_insensitive: bool) -> str:
+    """One field of the joined key: its glob then the NUL after it, in an atomic group.
+
+    The group stops the engine from re-matching an earlier field when a later one
+    fails, so the fields of one rule cost the sum, not the product, of their times.
+    """
     if pattern in ("", "*"):
-        return "[^\x00]*"
-    body = "".join("[^\x00]*" if c == "*" else "[^\x00]" if c == "?" else re.escape(c) for c in pattern)
-    return f"(?i:{body})" if case_insensitive else body
+        return "[^\x00]*+\x00"
+    body = _glob_regex(pattern, "[^\x00]")
+    return f"(?>(?i:{body})\x00)" if case_insensitive else f"(?>{body}\x00)"
 
 
 def _compile_segments(rules: Sequence[_Rule], globs: Sequence[tuple[str, str, str, str, bool] | None]) \
         -> list[_Segment]:
-    """Runs of attribute-free rules become one alternation over ``method NUL host NUL path NUL name``.
+    """Runs of attribute-free rules become one alternation over ``method NUL host NUL path NUL name NUL``.
 
     The regex engine tries alternatives in order at the one position, so the first
     rule that matches wins, exactly as the rule-by-rule loop would, in one C call.
@@ -279,8 +327,8 @@ def _compile_segments(rules: Sequence[_Rule], globs: Sequence[tuple[str, str, st
             segments.append(rule)
             continue
         method, host, path, name, ci_path = glob
-        rx = "\x00".join((_field_regex(method, True), _field_regex(host, True), _field_regex(path, ci_path),
-                          _field_regex(name, False))) + "\Z"
+        rx = "".join((_field_regex(method, True), _field_regex(host, True), _field_regex(path, ci_path),
+                       _field_regex(name, False))) + r"\Z"
         run.append((rx, rule))
     close()
     return segments
@@ -343,6 +391,13 @@ class TieredSampler(Sampler):
         self._segments = _compile_segments(self._rules, self._rule_globs)
         self._default_tier = default_tier
         self._dropped = SamplingResult(Decision.DROP)
+        # Weakly, so a sampler that is replaced can still be collected.
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _after_fork(self) -> None:
+        for bucket in {id(b): b for b in (*self._buckets.values(), *(r.bucket for r in self._rules))}.values():
+            bucket.after_fork()
 
     @property
     def buckets(self) -> Mapping[str, Bucket]:
@@ -373,6 +428,11 @@ class TieredSampler(Sampler):
             path = str(path)
         if not isinstance(host, str):
             host = str(host)
+        # Cut before matching: the cost of a decision must not grow with what a client sends.
+        method = method[:MAX_MATCH_CHARS]
+        path = path[:MAX_MATCH_CHARS]
+        host = host[:MAX_MATCH_CHARS]
+        name = name[:MAX_MATCH_CHARS]
         key = ""
         for segment in self._segments:
             if isinstance(segment, _Rule):
@@ -380,7 +440,7 @@ class TieredSampler(Sampler):
                     return segment
                 continue
             if not key:
-                key = f"{method}\x00{host}\x00{path}\x00{name}"
+                key = f"{method}\x00{host}\x00{path}\x00{name}\x00"
             match = segment[0].match(key)
             if match is not None:
                 return segment[1][match.lastgroup or ""]
