@@ -9,8 +9,10 @@ credentials) go back to the publisher's bounded buffer for the next interval;
 data CloudWatch rejects as invalid are dropped and counted. botocore's own retries
 are off so that every retry is ours, bounded and counted.
 
-Runs on the flusher thread only; the client is created there, lazily (importing
-boto3 takes a while), and again after ``fork()``. Never raises.
+Runs on the flusher thread only; each call runs on a helper thread that the flusher
+waits for no longer than the flush's deadline (an endpoint that accepts and never
+answers cannot hold a shutdown past its budget). The client is created on first use,
+lazily (importing boto3 takes a while), and again after ``fork()``. Never raises.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -126,6 +129,9 @@ class PutMetricDataSink:
         self.timeout = cw.timeout
         self._client = client
         self._pid = os.getpid()
+        #: A call abandoned at a deadline and maybe still running: (its thread, its outcome when it
+        #: ends, the data it carries). See :meth:`_attempt` and :meth:`_settle`.
+        self._abandoned: tuple[threading.Thread, list[str], list[MetricDatum]] | None = None
 
     def _get_client(self) -> Any:
         if self._client is None or self._pid != os.getpid():
@@ -145,9 +151,13 @@ class PutMetricDataSink:
         return self._client
 
     def send(self, datums: Sequence[MetricDatum], deadline: float) -> Sequence[MetricDatum]:
+        datums = self._settle(datums, deadline)
+        if self._abandoned is not None:  # the last call is still out: never two at once
+            self.metrics.inc("metrics_send_failures", reason="timeout")
+            return datums
         calls = plan_calls(datums)
         for i, (metric_data, sources) in enumerate(calls):
-            outcome = self._call(metric_data, deadline)
+            outcome = self._call(metric_data, sources, deadline)
             if outcome == "sent":
                 self.metrics.inc("metrics_published", len(sources), reason="api")
             elif outcome == "rejected":
@@ -163,46 +173,97 @@ class PutMetricDataSink:
                 return rest
         return []
 
-    def _call(self, metric_data: list[dict[str, Any]], deadline: float) -> str:
-        """``sent``, ``rejected`` or the passing reason it was not sent (``throttled``, ``unreachable`` ...)."""
-        try:
-            client = self._get_client()
-        except Exception as exc:  # no region, a broken installation: keep the data, say why once per flush
-            _log.debug("CloudWatch client unavailable: %s", type(exc).__name__)
-            return "client_unavailable"
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _settle(self, datums: Sequence[MetricDatum], deadline: float) -> Sequence[MetricDatum]:
+        """Learn how a call abandoned at an earlier deadline ended, before its data are sent again.
 
+        Its data came back to the publisher as undelivered; if the call went through after
+        all, sending them again would count every request twice, so they are left out.
+        """
+        abandoned = self._abandoned
+        if abandoned is None:
+            return datums
+        helper, result, sources = abandoned
+        helper.join(max(0.0, deadline - time.monotonic()))
+        if helper.is_alive():
+            return datums
+        self._abandoned = None
+        if result != ["sent"]:
+            return datums
+        self.metrics.inc("metrics_published", len(sources), reason="api")
+        delivered = {id(d) for d in sources}
+        return [d for d in datums if id(d) not in delivered]
+
+    def _call(self, metric_data: list[dict[str, Any]], sources: list[MetricDatum], deadline: float) -> str:
+        """``sent``, ``rejected`` or the passing reason it was not sent (``throttled``, ``unreachable`` ...)."""
         delay = _BACKOFF_BASE
+        reason = "throttled"
         for attempt in range(_MAX_ATTEMPTS):
-            self.metrics.inc("metrics_api_calls")
-            try:
-                client.put_metric_data(Namespace=self.namespace, MetricData=metric_data)
-                return "sent"
-            except ClientError as exc:
-                err = exc.response.get("Error", {})
-                code = str(err.get("Code", ""))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if code in THROTTLE_CODES or status == 429:
-                    reason = "throttled"
-                elif status >= 500:
-                    reason = "server_error"
-                else:
-                    _log.debug("PutMetricData rejected: %s", code)
-                    return "rejected"
-            except BotoCoreError as exc:
+            outcome = self._attempt(metric_data, sources, deadline)
+            if outcome == "timeout" and attempt:
+                return reason  # a retry cut short by the deadline: the cause is what the server said before
+            if outcome in ("sent", "rejected", "unreachable", "client_unavailable", "timeout"):
                 # Endpoint down, timeouts, no credentials: retrying within this flush would only wait.
-                _log.debug("PutMetricData failed: %s", type(exc).__name__)
-                return "unreachable"
-            except Exception as exc:
-                _log.debug("PutMetricData failed: %s", type(exc).__name__)
-                return "unreachable"
+                return outcome
+            reason = outcome
             sleep = random.uniform(delay / 2, delay)  # full-ish jitter
             if attempt + 1 >= _MAX_ATTEMPTS or time.monotonic() + sleep >= deadline:
                 return reason
             self.metrics.inc("metrics_retries", reason=reason)
             time.sleep(sleep)
             delay = min(_BACKOFF_CAP, delay * 2)
-        return "throttled"
+        return reason
+
+    def _attempt(self, metric_data: list[dict[str, Any]], sources: list[MetricDatum], deadline: float) -> str:
+        """One PutMetricData call, bounded by ``deadline`` whatever the endpoint does.
+
+        botocore's timeouts bound each socket operation, not the call, and are fixed when the
+        client is made: an endpoint that accepts and never answers holds a call for the whole
+        read timeout. So the call (and the lazy client creation, which imports boto3) runs on a
+        helper thread joined for what is left of the deadline and abandoned after it (``timeout``);
+        the helper ends on its own when botocore's timeout fires, and :meth:`_settle` learns
+        its outcome before the data go out again. At most one call is in flight.
+        """
+        if deadline - time.monotonic() <= 0:
+            return "timeout"
+        result: list[str] = []
+        helper = threading.Thread(target=self._put, args=(metric_data, result), name="pulsetrace-cloudwatch-call",
+                                  daemon=True)
+        helper.start()
+        helper.join(max(0.0, deadline - time.monotonic()))
+        if not result:
+            _log.debug("PutMetricData abandoned at the flush deadline")
+            self._abandoned = (helper, result, sources)
+            return "timeout"
+        return result[0]
+
+    def _put(self, metric_data: list[dict[str, Any]], result: list[str]) -> None:
+        """On the helper thread: one call; appends its outcome to ``result``. Never raises."""
+        try:
+            client = self._get_client()
+        except Exception as exc:  # no region, a broken installation: keep the data, say why once per flush
+            _log.debug("CloudWatch client unavailable: %s", type(exc).__name__)
+            result.append("client_unavailable")
+            return
+        try:
+            from botocore.exceptions import ClientError
+
+            self.metrics.inc("metrics_api_calls")
+            client.put_metric_data(Namespace=self.namespace, MetricData=metric_data)
+            result.append("sent")
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in THROTTLE_CODES or status == 429:
+                result.append("throttled")
+            elif status >= 500:
+                result.append("server_error")
+            else:
+                _log.debug("PutMetricData rejected: %s", code)
+                result.append("rejected")
+        except Exception as exc:  # BotoCoreError (endpoint down, timeouts, no credentials) and anything else
+            _log.debug("PutMetricData failed: %s", type(exc).__name__)
+            result.append("unreachable")
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -214,3 +275,4 @@ class PutMetricDataSink:
 
     def after_fork(self) -> None:
         self._client = None
+        self._abandoned = None  # the parent's helper thread does not exist in the child

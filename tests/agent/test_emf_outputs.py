@@ -21,12 +21,14 @@ import pytest
 
 from agent.config import config_from_mapping
 from agent.config_schema import Config
+from agent.metrics_publisher import build_publisher, value_datum
 from agent.selfmetrics import SelfMetrics
 from agent.span_metrics import Recorder, build_recorder
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+DIMS = (("Service", "shop-api"), ("Environment", "uat"))
 
 
 def emf_cfg(output: str, **cloudwatch: Any) -> Config:
@@ -41,6 +43,8 @@ class TcpCollector:
     def __init__(self, port: int = 0, close_after: int | None = None, read: bool = True) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not read:  # set before listen() so accepted connections advertise a small window from the start
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(8)
         self.sock.settimeout(0.2)
@@ -292,3 +296,32 @@ def test_stdout_of_a_real_process_carries_valid_documents_between_its_prints() -
     assert totals(docs, "Errors", Operation="POST /payments") == 27  # 30 failures, 3 of them faults
     assert totals(docs, "Faults", Operation="POST /payments") == 3
     assert "LogGroupName" not in docs[0]["_aws"]
+
+
+def test_shutdown_against_a_peer_that_never_reads_keeps_to_its_deadline() -> None:
+    stuck = TcpCollector(read=False)
+    metrics = SelfMetrics()
+    try:
+        # A per-send timeout (2 s) longer than the shutdown budget: the budget must win.
+        publisher = build_publisher(emf_cfg(f"tcp://127.0.0.1:{stuck.port}", timeout="2s", max_buffer=100_000),
+                                    metrics, self_metrics=False)
+        assert publisher is not None
+        publisher.start()
+        now = time.time()
+        # ~1.1 kB documents that are cheap to encode, ~5.5 MB in all: more than loopback socket buffers hold
+        # (~2.8 MB here with a peer that never reads).
+        pad = "x" * 1000
+        data = [value_datum("Requests", "Count", DIMS + (("Operation", f"{pad}-{i}"),), now, i) for i in range(5000)]
+        publisher.offer(data)
+        assert publisher.flush(3.0) is False  # connected, the socket buffers full, the rest left pending
+        assert wait_until(lambda: stuck.connections >= 1, 2.0)
+        assert publisher.pending() > 0
+        publisher.offer(data[:10])
+        started = time.monotonic()
+        publisher.shutdown(0.75)
+        took = time.monotonic() - started
+        assert took < 0.75 + 0.5, f"shutdown(0.75) took {took:.2f} s"
+        assert metrics.counter("metrics_dropped", "shutdown") > 0
+        assert publisher.pending() == metrics.counter("metrics_dropped", "shutdown")
+    finally:
+        stuck.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+import socket
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from agent.health_metrics import publish_health
 from agent.metrics_publisher import MetricDatum, MetricsPublisher, value_datum
 from agent.selfmetrics import SelfMetrics
 from agent.span_metrics import build_recorder
-from tests.servers import MotoServer, free_port
+from tests.servers import AWS_TEST_ENV, MotoServer, free_port
 
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))
 
@@ -165,10 +166,14 @@ def _cbor_text(s: str) -> bytes:
 
 
 class ThrottlingProxy:
-    """Answers the first ``throttle`` requests with ``Throttling``, forwards the others to moto."""
+    """Answers the first ``throttle`` requests with ``Throttling``, forwards the others to moto.
+
+    ``delay`` holds each forwarded request that long before moto sees it (a slow endpoint).
+    """
 
     def __init__(self, upstream: str, throttle: int, port: int = 0) -> None:
         self.throttle = throttle
+        self.delay = 0.0
         self.throttled = 0
         self.forwarded = 0
         target = urlsplit(upstream)
@@ -185,6 +190,7 @@ class ThrottlingProxy:
                     proxy.throttled += 1
                     self._throttle()
                     return
+                time.sleep(proxy.delay)
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request("POST", self.path, body=body, headers=headers)
@@ -258,15 +264,18 @@ def test_throttling_is_retried_with_backoff_and_nothing_is_lost(aws_env: dict[st
 
 def test_throttled_past_the_flush_deadline_the_data_wait_for_the_next_flush(
         aws_env: dict[str, str], moto_server: MotoServer, proxy: ThrottlingProxy, namespace: str) -> None:
-    proxy.throttle = 1000
     metrics = SelfMetrics()
     rec = build_recorder(api_cfg(proxy.url, namespace), metrics)
     assert rec is not None and rec.publisher is not None
+    # The first call creates the client (importing boto3) within its flush's deadline: done here, so
+    # that the short flush below is cut short by throttling, not by that.
+    assert rec.flush(10.0)
+    proxy.throttle = 1000
     for _ in range(50):
         rec.record("GET /catalog", "", 3.0, False, False)
     started = time.monotonic()
-    assert rec.flush(0.6) is False
-    assert time.monotonic() - started < 2.0
+    assert rec.flush(1.5) is False
+    assert time.monotonic() - started < 1.5 + 1.0
     assert rec.publisher.pending() > 0
     assert metrics.counter("metrics_send_failures", "throttled") == 1
     proxy.throttle = 0
@@ -308,3 +317,84 @@ def test_with_the_endpoint_down_the_buffer_stays_bounded_drops_are_counted_and_t
     finally:
         publisher.shutdown(0.5)
         back.stop()
+
+
+class NeverReads:
+    """A TCP endpoint that accepts connections and never reads a byte nor answers (a wedged load balancer)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held.append(conn)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_shutdown_against_an_endpoint_that_never_answers_keeps_to_its_deadline(
+        monkeypatch: pytest.MonkeyPatch, namespace: str) -> None:
+    for key, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    stuck = NeverReads()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stuck.url)
+    metrics = SelfMetrics()
+    try:
+        # The per-call I/O timeout (1.5 s) is longer than the shutdown budget: the budget must win.
+        rec = build_recorder(api_cfg(stuck.url, namespace, timeout="1.5s"), metrics)
+        assert rec is not None and rec.publisher is not None
+        rec.start()
+        # A first flush creates the client (importing boto3 can take longer than the budget on a busy
+        # machine) and meets the endpoint: it gives up at botocore's read timeout.
+        assert rec.flush(5.0) is False
+        assert stuck.held and metrics.counter("metrics_send_failures", "unreachable") == 1
+        for i in range(40):
+            rec.record("POST /payments", "", 12.0, i % 10 == 0, False)
+        started = time.monotonic()
+        rec.shutdown(0.75)
+        took = time.monotonic() - started
+        assert took < 0.75 + 0.5, f"shutdown(0.75) took {took:.2f} s"
+        assert metrics.counter("metrics_send_failures", "timeout") == 1
+        assert metrics.counter("metrics_published") == 0
+        assert metrics.counter("metrics_dropped", "shutdown") > 0
+        assert rec.publisher.pending() == metrics.counter("metrics_dropped", "shutdown")
+    finally:
+        stuck.stop()
+
+
+def test_a_call_abandoned_at_the_deadline_that_went_through_later_is_not_sent_twice(
+        aws_env: dict[str, str], moto_server: MotoServer, proxy: ThrottlingProxy, namespace: str) -> None:
+    metrics = SelfMetrics()
+    rec = build_recorder(api_cfg(proxy.url, namespace, timeout="5s"), metrics)
+    assert rec is not None and rec.publisher is not None
+    assert rec.flush(10.0)  # the client exists (boto3 imported) before the slow call
+    proxy.delay = 1.0
+    for _ in range(40):
+        rec.record("GET /slow", "", 3.0, False, False)
+    started = time.monotonic()
+    assert rec.flush(0.4) is False  # abandoned while the proxy holds it; moto gets it a moment later
+    assert time.monotonic() - started < 0.4 + 0.3
+    assert metrics.counter("metrics_send_failures", "timeout") == 1
+    proxy.delay = 0.0
+    rec.record("GET /slow", "", 3.0, False, False)
+    assert rec.flush(10.0)
+    assert stats(moto_server.url, namespace, "Requests", base(Operation="GET /slow"), "Sum") == {"Sum": 41}
+    assert rec.publisher.pending() == 0
+    rec.shutdown(1.0)

@@ -38,7 +38,13 @@ def test_probe_results_become_valid_health_metrics_and_follow_an_outage(tmp_path
     publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, SelfMetrics())  # as `run`/`serve` do
     assert publisher is not None
     try:
-        time.sleep(1.2)
+        # At least two results before the first flush (a fixed sleep was flaky on two busy cores).
+        seen: set[object] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(seen) < 3:
+            seen.add(handle.snapshot()["probes"]["cache"].get("last_checked"))
+            time.sleep(0.05)
+        time.sleep(0.1)
         assert publisher.flush(2.0)
         up_docs = docs_of(emf)
         assert up_docs and all(validate_emf(d) == [] for d in up_docs)
