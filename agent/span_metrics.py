@@ -17,9 +17,19 @@ gives p50/p99, with exact Sum/SampleCount and Min/Max.
 
 Dimensions never carry ids: an operation is a route template or a business
 operation name; anything that still looks like an id (digits, UUIDs, long hex or
-tokens, e-mail addresses) is replaced by ``{id}``, and past ``max_operations``
-distinct values new operations are folded into ``other`` and counted
-(``metrics_operations_overflow``). Never raises into the caller.
+tokens, e-mail addresses) is replaced by ``{id}``. Cardinality is bounded so that
+client-chosen names cannot blind the alarms of the operations that matter:
+
+- a request that matched no route and answered 404 is ``METHOD {unmatched}``
+  (bot scans, typos), and a method outside GET HEAD POST PUT PATCH DELETE OPTIONS
+  is ``OTHER``: a handful of buckets, whatever the clients send;
+- routes and business operations (recorded with a tier: the business-span API)
+  have separate budgets of ``max_operations`` distinct names each, and the
+  operations named in ``metrics.cloudwatch.operations`` are reserved, outside both;
+- past its budget a new name is folded into ``other`` and counted
+  (``metrics_operations_overflow{route|business}``).
+
+Never raises into the caller.
 """
 
 from __future__ import annotations
@@ -54,6 +64,11 @@ if TYPE_CHECKING:
 _log = logging.getLogger("pulsetrace.metrics")
 
 OTHER = "other"
+#: The bucket of requests that matched no route and answered 404 (``GET {unmatched}``).
+UNMATCHED = "{unmatched}"
+#: Methods that keep their name in ``Operation``; any other is ``OTHER``.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 _TIERS = frozenset({"critical", "business", "general", "health"})
 _MAX_CANON = 10_000
 
@@ -72,6 +87,20 @@ def _looks_like_id(token: str) -> bool:
         return True
     digits = sum(c.isdigit() for c in token)
     return len(token) > 24 or (digits >= 3 and digits * 3 >= len(token))
+
+
+def unmatched_operation(operation: str) -> str:
+    """``GET /wp-admin/setup.php`` → ``GET {unmatched}``; a non-standard method → ``OTHER {unmatched}``."""
+    method = operation.partition(" ")[0]
+    return f"{method if method in STANDARD_METHODS else OTHER_METHOD} {UNMATCHED}"
+
+
+def _standard_method(operation: str) -> str:
+    """``BREW /pot`` → ``OTHER /pot``: an HTTP operation keeps its method only when it is a standard one."""
+    method, sep, rest = operation.partition(" ")
+    if sep and rest[:1] in ("/", "{") and method not in STANDARD_METHODS:
+        return f"{OTHER_METHOD} {rest}"
+    return operation
 
 
 def canonical_operation(operation: str) -> str:
@@ -125,6 +154,8 @@ class Recorder:
         self.metrics = metrics
         self.publisher = publisher
         self.max_operations = cw.max_operations
+        #: Always their own ``Operation``, outside both budgets: the dashboard's and alarms' operations.
+        self._reserved = frozenset(canonical_operation(op) for op in cw.operations)
         self.dimensions: Dimensions = base_dimensions(cfg)
         self._rules = [(r.tier, r.method.upper(), r.path, r.name) for r in cfg.tracing.sampling.rules
                        if not r.host and not r.attributes]
@@ -137,7 +168,9 @@ class Recorder:
         self._by_canon: dict[tuple[str, str], _Agg] = {}
         #: (operation, tier) as given → (canonical operation, tier): remembered across intervals.
         self._canon: dict[tuple[str, str], tuple[str, str]] = {}
-        self._operations: set[str] = set()
+        self._operations: set[str] = set()  # every name admitted so far
+        self._route_ops: set[str] = set()   # the route budget's names
+        self._business_ops: set[str] = set()  # the business budget's names
         self._window_start = time.time()
         if publisher is not None:
             publisher.add_source(self.collect)
@@ -146,9 +179,19 @@ class Recorder:
 
     # -- the request path ---------------------------------------------------------------------------------------
 
-    def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool) -> None:
-        """Count one request or business operation. ``tier`` may be ``""`` (found from the rules)."""
+    def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool, *,
+               routed: bool = True, status: int = 0) -> None:
+        """Count one request or business operation.
+
+        ``tier`` is ``""`` for HTTP requests (found from the rules) and the operation's tier for
+        business operations, which have their own name budget. HTTP middleware pass
+        ``routed=False`` when the framework matched no route (``operation`` then carries a
+        template made from the raw path) and the response ``status``: such a request that
+        answered 404 is counted as ``METHOD {unmatched}``.
+        """
         try:
+            if not routed and status == 404:
+                operation = unmatched_operation(operation)
             if not 0.0 <= latency_ms <= 3_600_000.0:  # NaN, negative or absurd: never poison the sums
                 latency_ms = 3_600_000.0 if latency_ms > 0 else 0.0
             key = (operation, tier)
@@ -210,14 +253,18 @@ class Recorder:
         found = self._canon.get(key)
         if found is not None:
             return found
-        op = canonical_operation(key[0])
+        business = key[1] != ""
+        op = canonical_operation(key[0]) if business else _standard_method(canonical_operation(key[0]))
         tier = self._tier_of(key[0], key[1])
-        if op not in self._operations:
-            if len(self._operations) < self.max_operations:
-                self._operations.add(op)
-            else:
-                op = OTHER
-                self.metrics.inc("metrics_operations_overflow")
+        if op not in self._reserved and not op.endswith(" " + UNMATCHED):
+            budget = self._business_ops if business else self._route_ops
+            if op not in budget:
+                if len(budget) < self.max_operations:
+                    budget.add(op)
+                else:
+                    op = OTHER
+                    self.metrics.inc("metrics_operations_overflow", reason="business" if business else "route")
+        self._operations.add(op)
         result = (op, tier)
         if len(self._canon) < _MAX_CANON:
             self._canon[key] = result

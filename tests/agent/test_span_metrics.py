@@ -248,3 +248,68 @@ def test_build_recorder_is_none_when_metrics_are_off_and_rejects_a_bad_namespace
     rec = build_recorder(make_cfg(emf_output="file:/dev/null"), SelfMetrics())
     assert rec is not None and rec.publisher is not None
     rec.shutdown(0.5)
+
+
+def operations_of(data: list[MetricDatum]) -> dict[str, float]:
+    return {dict(d.dimensions)["Operation"]: d.value or 0.0 for d in data
+            if d.name == "Requests" and "Operation" in dict(d.dimensions)}
+
+
+def test_junk_404_paths_fold_into_one_unmatched_bucket_and_payment_create_keeps_its_name() -> None:
+    metrics = SelfMetrics()
+    rec = Recorder(make_cfg(), metrics)  # max_operations 200
+    for i in range(250):  # a bot's scan: every path different, none matched a route
+        slug = chr(97 + i // 26) + chr(97 + i % 26) + "-post"
+        rec.record(f"GET /wp-{slug}/setup", "", 1.0, True, False, routed=False, status=404)
+    rec.record("HEAD /.env", "", 1.0, True, False, routed=False, status=404)
+    rec.record("PROPFIND /webdav", "", 1.0, True, False, routed=False, status=404)
+    rec.record("payment.create", "critical", 40.0, False, False)
+    ops = operations_of(rec.collect(time.time()))
+    assert ops == {"GET {unmatched}": 250, "HEAD {unmatched}": 1, "OTHER {unmatched}": 1, "payment.create": 1}
+    assert metrics.counter("metrics_operations_overflow") == 0
+
+
+def test_routes_filling_their_budget_never_fold_business_operations_into_other() -> None:
+    metrics = SelfMetrics()
+    rec = Recorder(make_cfg(), metrics)
+    for i in range(250):  # slug URLs answered by the app without a route template: the route budget fills
+        slug = chr(97 + i // 26) + chr(97 + i % 26) + "-post"
+        rec.record(f"GET /blog/{slug}", "", 1.0, False, False)
+    for name in ("payment.create", "order.create", "school.enrol", "rfid.verify"):
+        rec.record(name, "business", 5.0, False, False)
+    ops = operations_of(rec.collect(time.time()))
+    assert ops[OTHER] == 50 and sum(1 for op in ops if op.startswith("GET /blog/")) == 200
+    for name in ("payment.create", "order.create", "school.enrol", "rfid.verify"):
+        assert ops[name] == 1
+    assert metrics.counter("metrics_operations_overflow", "route") == 50
+
+
+def test_configured_operations_are_reserved_even_when_the_business_budget_is_full() -> None:
+    metrics = SelfMetrics()
+    rec = Recorder(make_cfg(max_operations=3, operations=["payment.create", "refund.issue"]), metrics)
+    for name in ("a.one", "b.two", "c.three", "d.four"):
+        rec.record(name, "business", 1.0, False, False)
+    rec.record("payment.create", "critical", 1.0, False, False)
+    rec.record("refund.issue", "", 1.0, False, False)  # reserved whichever way it is recorded
+    ops = operations_of(rec.collect(time.time()))
+    assert ops == {"a.one": 1, "b.two": 1, "c.three": 1, OTHER: 1, "payment.create": 1, "refund.issue": 1}
+    assert metrics.counter("metrics_operations_overflow", "business") == 1
+
+
+def test_methods_outside_the_standard_set_are_one_other_method() -> None:
+    rec = Recorder(make_cfg(), SelfMetrics())
+    for method in ("FOO", "XYZZY", "get", "BREW", "PROPFIND"):
+        rec.record(f"{method} /payments", "", 1.0, False, False)
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        rec.record(f"{method} /payments", "", 1.0, False, False)
+    ops = operations_of(rec.collect(time.time()))
+    assert ops["OTHER /payments"] == 5
+    assert {op for op in ops if op != "OTHER /payments"} == {
+        f"{m} /payments" for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+
+def test_a_route_that_matched_and_answered_404_keeps_its_template() -> None:
+    rec = Recorder(make_cfg(), SelfMetrics())
+    rec.record("GET /orders/{order_id}", "", 1.0, True, False, routed=True, status=404)
+    rec.record("GET /orders/{order_id}", "", 1.0, True, False)  # the old call shape: routed
+    assert operations_of(rec.collect(time.time())) == {"GET /orders/{order_id}": 2}
