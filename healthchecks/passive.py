@@ -4,6 +4,13 @@ No traffic is generated: the probe counts the spans with ``business.operation ==
 operation`` that started within ``window`` (written by the business-span API) and calls
 one a success when ``business.outcome`` is ``success``/``ok`` (or, with no outcome, when
 the span status is ok). Below ``min_samples`` spans it answers UNKNOWN rather than guess.
+
+The rate is over *sampled* traces only. Spans exported by keep-errors
+(``sampling.kept_by`` = ``error`` or ``slow``) are left out: keep-errors exports every
+failed trace but only the sampled share of the successful ones, so counting them
+would bias the rate towards failure (99 % true success at 30 % sampling would read
+96.7 %). The sampler picks traces without looking at their outcome, so the sampled
+ones are an unbiased sample of all of them; ``min_samples`` applies to that sample.
 The rate is judged against ``thresholds.success_rate`` (percent, default 99: below → DOWN)
 and optionally ``thresholds.degraded_rate`` (percent, above success_rate: below → DEGRADED).
 
@@ -25,7 +32,8 @@ if TYPE_CHECKING:
 DEFAULT_SUCCESS_RATE = 99.0
 _SUCCESS = ("success", "ok", "succeeded", "true")
 _QUERY = ("SELECT status, json_extract(attributes, '$.\"business.outcome\"') FROM spans "
-          "WHERE start >= ? AND json_extract(attributes, '$.\"business.operation\"') = ? LIMIT 500000")
+          "WHERE start >= ? AND json_extract(attributes, '$.\"business.operation\"') = ? "
+          "AND json_extract(attributes, '$.\"sampling.kept_by\"') IS NULL LIMIT 500000")
 
 
 class PassiveProbe:
@@ -36,7 +44,7 @@ class PassiveProbe:
         self.degraded_rate = cfg.thresholds.get("degraded_rate")
 
     def count(self, since: float) -> tuple[int, int]:
-        """(total, successes) among the operation's spans started at or after ``since``."""
+        """(total, successes) among the operation's sampled spans started at or after ``since``."""
         store = self.ctx.store
         if store is None or not store.exists():
             return 0, 0
@@ -71,11 +79,11 @@ class PassiveProbe:
         window = f"{self.cfg.window:g}s"
         m: dict[str, Measurement] = {"samples": total, "successes": ok}
         if total < self.cfg.min_samples:
-            return ProbeResult(Status.UNKNOWN, latency_s, f"{total} {self.cfg.operation} spans in the last {window} "
-                               f"(< min_samples {self.cfg.min_samples})", m)
+            return ProbeResult(Status.UNKNOWN, latency_s, f"{total} sampled {self.cfg.operation} spans in the last "
+                               f"{window} (< min_samples {self.cfg.min_samples})", m)
         rate = 100.0 * ok / total
         m["success_rate"] = round(rate, 3)
-        summary = f"{self.cfg.operation} success {rate:.2f}% of {total} in the last {window}"
+        summary = f"{self.cfg.operation} success {rate:.2f}% of {total} sampled in the last {window}"
         if rate < self.success_rate:
             return ProbeResult(Status.DOWN, latency_s, f"{summary} (< {self.success_rate:g}%)", m)
         if self.degraded_rate is not None and rate < self.degraded_rate:

@@ -34,7 +34,7 @@ class _ToStore(SpanExporter):
 
 
 def write_business_spans(store: LocalStore, operation: str, outcomes: list[str | None], *, ago: float = 5.0,
-                         error_status: bool = False) -> None:
+                         error_status: bool = False, kept_by: str | None = None) -> None:
     provider = TracerProvider(resource=Resource({"service.name": "shop"}), shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(_ToStore(store)))
     tracer = provider.get_tracer("test")
@@ -43,6 +43,8 @@ def write_business_spans(store: LocalStore, operation: str, outcomes: list[str |
         attrs: dict[str, Any] = {"business.operation": operation}
         if outcome is not None:
             attrs["business.outcome"] = outcome
+        if kept_by is not None:
+            attrs["sampling.kept_by"] = kept_by
         span = tracer.start_span(operation, attributes=attrs, start_time=start)
         if error_status:
             span.set_status(OtelStatus(StatusCode.ERROR))
@@ -62,6 +64,19 @@ async def test_success_rate_above_the_threshold_is_up(tmp_path: Path) -> None:
     result = await passive(store, thresholds={"success_rate": 98.5}).check()
     assert result.status is Status.UP, result.detail
     assert result.measurements == {"samples": 100, "successes": 99, "success_rate": 99.0}
+
+
+async def test_traces_kept_only_because_they_failed_or_were_slow_do_not_bias_the_rate(tmp_path: Path) -> None:
+    # 99 % true success sampled at 30 %: 297 successes and 3 failures were sampled; keep-errors also
+    # exported the 7 failures the sampler had passed over, and one slow success.
+    store = LocalStore(tmp_path)
+    write_business_spans(store, "payment.create", ["success"] * 297 + ["failure"] * 3)
+    write_business_spans(store, "payment.create", ["failure"] * 7, kept_by="error")
+    write_business_spans(store, "payment.create", ["success"], kept_by="slow")
+    result = await passive(store, thresholds={"success_rate": 98.5}).check()
+    assert result.status is Status.UP, result.detail
+    assert result.measurements == {"samples": 300, "successes": 297, "success_rate": 99.0}
+    assert "sampled" in result.detail
 
 
 async def test_success_rate_below_the_thresholds(tmp_path: Path) -> None:
