@@ -206,5 +206,6 @@ class PulseTraceMiddleware:
                 otel_context.detach(token)  # type: ignore[arg-type]
         agent = _runtime._AGENT
         if agent is not None and agent.recorder is not None:
-            agent.recorder.record(f"{method} {route}", "", latency_ms, error, fault)
+            agent.recorder.record(f"{method} {route}", "", latency_ms, error, fault,
+                                  routed=scope.get("route") is not None, status=status)
 

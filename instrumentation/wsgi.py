@@ -148,5 +148,6 @@ class PulseTraceWSGIMiddleware:
         span.end()
         agent = _runtime._AGENT
         if agent is not None and agent.recorder is not None:
+            # a WSGI app gives no route template: the path template stands in, unrouted
             agent.recorder.record(f"{method} {route}", "", latency_ms, 400 <= status < 500,
-                                  status >= 500 or exc is not None)
+                                  status >= 500 or exc is not None, routed=False, status=status)

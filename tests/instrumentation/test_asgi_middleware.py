@@ -167,7 +167,8 @@ def test_request_metrics_are_recorded_for_unsampled_requests(clean_agent: None, 
     calls: list[tuple[str, str, float, bool, bool]] = []
 
     class Recorder:
-        def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool) -> None:
+        def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool, *,
+                   routed: bool = True, status: int = 0) -> None:
             calls.append((operation, tier, latency_ms, error, fault))
 
     from agent.config import config_from_mapping
@@ -194,7 +195,8 @@ def test_a_cancelled_request_is_not_a_server_fault(clean_agent: None, tmp_path: 
     calls: list[tuple[bool, bool]] = []
 
     class Recorder:
-        def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool) -> None:
+        def record(self, operation: str, tier: str, latency_ms: float, error: bool, fault: bool, *,
+                   routed: bool = True, status: int = 0) -> None:
             calls.append((error, fault))
 
     async def hangs(scope: Any, receive: Any, send: Any) -> None:
