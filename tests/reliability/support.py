@@ -48,7 +48,7 @@ def worker_pids(svc: Service, expected: int = 1, timeout: float = 20.0) -> list[
         kids = app_pids(svc)
         if expected == 1:
             return kids[:1] if kids else None
-        workers = [p for p in kids if _ppid(p) != svc.proc.pid and _is_python(p)]
+        workers = [p for p in kids if ppid(p) != svc.proc.pid and _is_python(p)]
         return workers if len(workers) >= expected else None
 
     found = wait_for(find, timeout=timeout)
@@ -56,7 +56,7 @@ def worker_pids(svc: Service, expected: int = 1, timeout: float = 20.0) -> list[
     return list(found)
 
 
-def _ppid(pid: int) -> int:
+def ppid(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except OSError:
@@ -145,6 +145,8 @@ class Traffic:
     threads: int = 2
     timeout: float = 5.0
     outcomes: list[tuple[float, str, int]] = field(default_factory=list)
+    #: ``(seq, status, body[:200])`` of every answered request; ``seq`` is sent as ``?seq=N``.
+    answers: list[tuple[int, int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -159,14 +161,17 @@ class Traffic:
         while not self._stop.is_set():
             seq, path = self._next()
             sep = "&" if "?" in path else "?"
-            status = 0
+            status, body = 0, ""
             try:
                 with httpx.Client(timeout=self.timeout, headers={"connection": "close"}) as client:
-                    status = client.get(f"{self.base}{path}{sep}seq={seq}").status_code
+                    resp = client.get(f"{self.base}{path}{sep}seq={seq}")
+                    status, body = resp.status_code, resp.text[:200]
             except httpx.HTTPError:
                 status = 0
             with self._lock:
                 self.outcomes.append((time.monotonic(), path, status))
+                if status:
+                    self.answers.append((seq, status, body))
             if status == 0:
                 time.sleep(0.02)
 
