@@ -69,9 +69,64 @@ CREATE TABLE IF NOT EXISTS process_counters (
 _COLS = ("trace_id, span_id, parent_span_id, name, kind, service, start, end, status, status_message, "
          "attributes, events, resource, links, scope, remote_parent")
 
-#: Connections inherited through fork(): never closed in the child (closing one there could
-#: checkpoint or unlink files the parent still uses), just kept from the garbage collector.
+#: Connections inherited through fork(): never used nor closed in the child (closing one there
+#: releases POSIX locks and may checkpoint or unlink files the parent still uses), just kept from
+#: the garbage collector.
 _INHERITED: list[sqlite3.Connection] = []
+#: Every connection this process opened and has not closed yet, by ``id``. Connections live in
+#: per-thread ``threading.local`` slots, and fork() frees the slots of every thread but the one
+#: that forked (CPython clears their thread states), which would close the child's copies of
+#: the parent's descriptors; the at-fork hook moves them all to ``_INHERITED`` first. Plain
+#: dict operations, no lock: the hook runs in a child where another thread may have held one.
+_OPENED: dict[int, sqlite3.Connection] = {}
+_fork_hook_installed = False
+
+
+def _keep_inherited() -> None:
+    """After fork(), in the child: the parent's connections are kept alive, never used or closed."""
+    _INHERITED.extend(_OPENED.values())
+    _OPENED.clear()
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        _fork_hook_installed = True
+        os.register_at_fork(after_in_child=_keep_inherited)
+
+
+class _Held:
+    """One thread's connection, in the store's ``threading.local``.
+
+    Closed when its thread ends (the slot is freed) or the store is closed, but only in the
+    process that opened it: in a forked child the connection is the parent's and stays open.
+    """
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn: sqlite3.Connection | None = conn
+        self.pid = os.getpid()
+        _OPENED[id(conn)] = conn
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if self.pid != os.getpid():
+            # The parent's: the fork hook moved it to _INHERITED (kept here too should the hook not
+            # have run, e.g. a fork through a path that skips Python's at-fork hooks).
+            if not any(c is conn for c in _INHERITED):
+                _INHERITED.append(conn)
+            return
+        _OPENED.pop(id(conn), None)
+        try:
+            conn.close()
+        except Exception:  # finalizers must not raise; the connection is gone either way
+            pass
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -170,12 +225,12 @@ class LocalStore:
 
     def connect(self) -> sqlite3.Connection:
         """This thread's connection (created, with the schema, on first use)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            if getattr(self._local, "pid", None) == os.getpid():
-                return conn
-            _INHERITED.append(conn)
-            self._local.conn = None
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            if held.pid == os.getpid() and held.conn is not None:
+                return held.conn
+            self._local.held = None
+            held.release()  # inherited through fork(): kept alive, never used
         if self._create:
             self.dir.mkdir(parents=True, exist_ok=True)
         elif not self.db_path.is_file():
@@ -190,8 +245,8 @@ class LocalStore:
         except BaseException:
             conn.close()
             raise
-        self._local.conn = conn
-        self._local.pid = os.getpid()
+        _install_fork_hook()
+        self._local.held = _Held(conn)
         return conn
 
     @staticmethod
@@ -208,13 +263,11 @@ class LocalStore:
             time.sleep(0.01 * (attempt + 1))
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            if getattr(self._local, "pid", None) == os.getpid():
-                conn.close()
-            else:
-                _INHERITED.append(conn)
-            self._local.conn = None
+        """Close this thread's connection (one inherited through fork() is kept open, unused)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            self._local.held = None
+            held.release()
 
     def _instance_id(self) -> str:
         if os.getpid() != self._instance_pid:  # a forked child counts as its own process

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -188,3 +191,75 @@ def test_reader_of_a_store_whose_tables_are_not_created_yet_sees_it_empty(tmp_pa
     assert reader.span_count() == 0
     assert reader.recent_trace_ids() == [] and reader.trace_spans("0" * 32) == []
     assert reader.counters() == {} and reader.processes() == 0
+
+
+def _open_fds(*paths: Path) -> dict[str, int]:
+    """How many of this process's file descriptors are open on each of ``paths``."""
+    wanted = {str(p): 0 for p in paths}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target in wanted:
+            wanted[target] += 1
+    return wanted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc/self/fd"), reason="needs fork and /proc")
+def test_a_forked_child_keeps_the_connections_of_the_parents_other_threads_open(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "st")
+    opened, release = threading.Event(), threading.Event()
+
+    def exporter_thread() -> None:  # like the pipeline's export thread: a connection in its threading.local
+        store.write_counters(os.getpid(), {("spans_exported", "local"): 3.0})
+        opened.set()
+        release.wait(30)
+
+    t = threading.Thread(target=exporter_thread, daemon=True)
+    t.start()
+    try:
+        assert opened.wait(10)
+        db, wal = store.db_path, Path(f"{store.db_path}-wal")
+        parent = _open_fds(db, wal)
+        assert parent[str(db)] >= 1 and parent[str(wal)] >= 1
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread survives fork()
+            code = 1
+            try:
+                gc.collect()  # the dead threads' locals are gone: nothing may close their connections
+                child = _open_fds(db, wal)
+                if child != parent:
+                    code = 2
+                else:
+                    store.write_counters(os.getpid(), {("spans_exported", "local"): 5.0})  # a connection of its own
+                    code = 0 if store.counters()[("spans_exported", "local")] == 8.0 else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "2: inherited descriptors were closed; 3: write failed"
+        assert store.counters()[("spans_exported", "local")] == 8.0
+        assert store.connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        release.set()
+        t.join(5)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_threads_connection_is_closed_when_the_thread_ends(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "st")
+    store.write_counters(os.getpid(), {("spans_exported", "local"): 1.0})
+    store.close()
+    db = store.db_path
+    assert _open_fds(db)[str(db)] == 0
+
+    def worker() -> None:
+        store.write_counters(os.getpid(), {("spans_exported", "local"): 2.0})
+        assert _open_fds(db)[str(db)] >= 1
+
+    for _ in range(5):  # the fork registry must not keep the connections of threads that ended
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    gc.collect()
+    assert _open_fds(db)[str(db)] == 0
