@@ -96,10 +96,10 @@ def _install_fork_hook() -> None:
 
 
 class _Held:
-    """One thread's connection, in the store's ``threading.local``.
+    """One thread's connection, in the store's ``threading.local``; registered in ``_OPENED``.
 
-    Closed when its thread ends (the slot is freed) or the store is closed, but only in the
-    process that opened it: in a forked child the connection is the parent's and stays open.
+    Unregistered when its thread ends (the slot is freed) or the store is closed, but only in
+    the process that opened it: in a forked child the connection is the parent's and stays open.
     """
 
     __slots__ = ("conn", "pid")
@@ -109,7 +109,8 @@ class _Held:
         self.pid = os.getpid()
         _OPENED[id(conn)] = conn
 
-    def release(self) -> None:
+    def release(self, close: bool) -> None:
+        """Let go of the connection: closed (``close``) or left to whoever still holds it."""
         conn, self.conn = self.conn, None
         if conn is None:
             return
@@ -120,13 +121,17 @@ class _Held:
                 _INHERITED.append(conn)
             return
         _OPENED.pop(id(conn), None)
-        try:
+        if close:
             conn.close()
-        except Exception:  # finalizers must not raise; the connection is gone either way
-            pass
 
     def __del__(self) -> None:
-        self.release()
+        # The thread ended or the store was dropped: not closed here, since a caller may still hold
+        # the connection (``LocalStore(p).connect().execute(...)``); it closes when the last
+        # reference goes, as any sqlite3 connection does.
+        try:
+            self.release(close=False)
+        except Exception:  # a finalizer must not raise
+            pass
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,7 @@ class LocalStore:
             if held.pid == os.getpid() and held.conn is not None:
                 return held.conn
             self._local.held = None
-            held.release()  # inherited through fork(): kept alive, never used
+            held.release(close=False)  # inherited through fork(): kept alive, never used
         if self._create:
             self.dir.mkdir(parents=True, exist_ok=True)
         elif not self.db_path.is_file():
@@ -267,7 +272,7 @@ class LocalStore:
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None:
             self._local.held = None
-            held.release()
+            held.release(close=True)
 
     def _instance_id(self) -> str:
         if os.getpid() != self._instance_pid:  # a forked child counts as its own process
