@@ -10,6 +10,15 @@ than asked. Threads are re-created after ``fork()``.
 
 Unsampled spans (recorded only for keep-errors) are handed to ``unsampled_hook``,
 which may return spans to export after all (the local part of a failed trace).
+
+``force_flush`` returning ``True`` means every span that ended before the call has
+been through an exporter: the call takes a flush ticket and the drain thread
+acknowledges it only after a pass that started after the ticket was taken has
+offered everything to the channels; then the channels are waited for.
+
+``counter_sink`` (optional) is called by the pipeline thread at most every
+``counter_interval`` seconds and once at shutdown, so that the agent's counters
+(drops above all) reach the local store whichever exporters are configured.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ _log = logging.getLogger("pulsetrace.pipeline")
 Scrubber = Callable[[ReadableSpan], ReadableSpan]
 UnsampledHook = Callable[[ReadableSpan], Sequence[ReadableSpan] | None]
 SpanHook = Callable[[ReadableSpan], None]
+CounterSink = Callable[[], None]
+
+#: The share of a shutdown's budget kept for the last ``counter_sink`` call (at most this many seconds).
+_COUNTER_SINK_RESERVE_S = 0.2
 
 
 class _Channel:
@@ -134,6 +147,8 @@ class SpanPipeline(SpanProcessor):
         unsampled_hook: UnsampledHook | None = None,
         span_hooks: Sequence[SpanHook] = (),
         max_backlog_batches: int = 64,
+        counter_sink: CounterSink | None = None,
+        counter_interval: float = 5.0,
     ) -> None:
         self.exporters = list(exporters)
         self.metrics = metrics
@@ -144,9 +159,16 @@ class SpanPipeline(SpanProcessor):
         self.unsampled_hook = unsampled_hook
         self.span_hooks = list(span_hooks)
         self.max_backlog_batches = max_backlog_batches
+        self.counter_sink = counter_sink
+        self.counter_interval = counter_interval
+        self._last_counters = time.monotonic()
         self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._wake = threading.Event()
-        self._idle = threading.Event()
+        #: Flush tickets: ``force_flush`` takes ``_flush_asked + 1``; the drain thread sets ``_flush_done``
+        #: to the last ticket taken before a pass began, once that pass has offered everything.
+        self._flush_cond = threading.Condition()
+        self._flush_asked = 0
+        self._flush_done = 0
         self._lock = threading.Lock()
         self._shutdown = False
         self._channels: list[_Channel] = []
@@ -169,7 +191,9 @@ class SpanPipeline(SpanProcessor):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._idle = threading.Event()
+        self._flush_cond = threading.Condition()
+        self._flush_asked = self._flush_done = 0
+        self._last_counters = time.monotonic()
         self._queue.clear()
         for exporter in self.exporters:
             reinit = getattr(exporter, "after_fork", None)
@@ -225,10 +249,28 @@ class SpanPipeline(SpanProcessor):
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
+            with self._flush_cond:
+                ticket = self._flush_asked  # every span ended before this ticket is in the queue now
             self._drain()
-            self._idle.set()
+            with self._flush_cond:
+                if ticket > self._flush_done:
+                    self._flush_done = ticket
+                    self._flush_cond.notify_all()
+            if self.counter_sink is not None and time.monotonic() - self._last_counters >= self.counter_interval:
+                self._call_counter_sink()
             if self._shutdown and not self._queue:
                 return
+
+    def _call_counter_sink(self) -> None:
+        self._last_counters = time.monotonic()
+        sink = self.counter_sink
+        if sink is None:
+            return
+        try:
+            sink()
+        except Exception:  # the counters are a report; failing to write them costs nothing else
+            self.metrics.inc("counter_sink_errors")
+            _log.debug("counter sink failed", exc_info=True)
 
     def _drain(self) -> None:
         q = self._queue
@@ -249,16 +291,17 @@ class SpanPipeline(SpanProcessor):
                     channel.offer(batch)
 
     def _flush_queue(self, deadline: float) -> bool:
-        self._idle.clear()
+        """Wait until the spans queued before this call are offered to the channels, then for the channels."""
+        with self._flush_cond:
+            self._flush_asked += 1
+            ticket = self._flush_asked
         self._wake.set()
-        while self._queue or not self._idle.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._idle.wait(min(left, 0.05))
-            if self._queue:
-                self._idle.clear()
-                self._wake.set()
+        with self._flush_cond:
+            while self._flush_done < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._flush_cond.wait(left)
         return all(c.wait_idle(deadline) for c in self._channels)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -274,11 +317,20 @@ class SpanPipeline(SpanProcessor):
         if self._shutdown:
             return
         deadline = time.monotonic() + max(0.0, timeout)
-        self._flush_queue(deadline)
+        # With a counter sink, a slice of the budget is kept for the last report of the counters
+        # (the drops of a dead exporter are counted just before it).
+        reserve = min(_COUNTER_SINK_RESERVE_S, max(0.0, timeout) * 0.2) if self.counter_sink is not None else 0.0
+        work_deadline = deadline - reserve
+        self._flush_queue(work_deadline)
         self._shutdown = True
         self._wake.set()
         pending = len(self._queue) + sum(c.pending() for c in self._channels)
         for channel in self._channels:
-            channel.stop(deadline)
+            channel.stop(work_deadline)
         if pending:
             self.metrics.inc("spans_dropped", pending, reason="shutdown_timeout")
+        if self.counter_sink is not None:
+            # On a helper thread: a store locked by another process must not hold the exit past the deadline.
+            helper = threading.Thread(target=self._call_counter_sink, name="pulsetrace-counters", daemon=True)
+            helper.start()
+            helper.join(max(0.0, deadline - time.monotonic()))

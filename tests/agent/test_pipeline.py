@@ -184,7 +184,7 @@ def test_hung_otlp_collector_does_not_block_on_end_nor_the_local_store(tmp_path:
         assert metrics.counter("spans_exported", "otlp") == 0
         started = time.monotonic()
         pipeline.shutdown(0.5)
-        assert time.monotonic() - started < 0.5 + 0.2
+        assert time.monotonic() - started < 0.5 + 1.0  # bounded, not fast: two busy cores add noise
     finally:
         listener.close()
 
@@ -308,7 +308,7 @@ def test_force_flush_gives_up_at_its_timeout_with_a_hung_exporter(blocking: Bloc
     emit(prov, 5)
     started = time.monotonic()
     assert pipeline.force_flush(300) is False
-    assert time.monotonic() - started < 0.3 + 0.2
+    assert time.monotonic() - started < 0.3 + 1.0  # bounded, not fast: two busy cores add noise
     pipeline.shutdown(0.1)
 
 
@@ -324,7 +324,7 @@ def test_shutdown_returns_within_its_timeout_with_a_dead_exporter(timeout: float
     pipeline.shutdown(timeout)
     elapsed = time.monotonic() - started
     dead.release.set()
-    assert elapsed < timeout + 0.2, elapsed
+    assert elapsed < timeout + 1.0, elapsed  # bounded, not fast (timeout 0.0 still starts helper threads)
     assert metrics.counter("spans_dropped", "shutdown_timeout") > 0
 
 
@@ -379,3 +379,125 @@ def test_pipeline_exports_in_a_forked_child(tmp_path: Path) -> None:
     assert sum(n.startswith("child-") for n in names) == 7
     assert sum(n.startswith("parent-") for n in names) == 5
     assert sum(n.startswith("after-") for n in names) == 3
+
+
+class SlowScrub:
+    """A scrubber that takes a moment per span: widens the time between a span leaving the queue and
+    its batch reaching the exporters, where a flush must not think it is done."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        time.sleep(self.delay)
+        return span
+
+
+class SlowRecording(Recording):
+    def __init__(self, delay: float) -> None:
+        super().__init__("slow")
+        self.delay = delay
+
+    def export(self, spans: Sequence[ReadableSpan]) -> ExportOutcome:
+        time.sleep(self.delay)
+        return super().export(spans)
+
+
+class LingeringDrain(SpanPipeline):
+    """A drain thread that lingers after each pass (preempted, or the GIL taken by the application), so
+    a flush can begin while it is between one pass and the next: the moment a stale "idle" misleads."""
+
+    def _drain(self) -> None:
+        super()._drain()
+        time.sleep(0.002)
+
+
+def test_force_flush_true_means_every_span_ended_before_it_was_exported() -> None:
+    rec = SlowRecording(0.001)
+    pipeline = LingeringDrain([rec], SelfMetrics(), batch_size=4, interval=0.0005, scrubber=SlowScrub(0.002))
+    prov = wire(pipeline)
+    early = []
+    want = 0
+    for round_ in range(300):
+        emit(prov, 1, prefix=f"r{round_}")
+        want += 1
+        assert pipeline.force_flush(10_000) is True
+        got = len(rec.names())
+        if got != want:
+            early.append((round_, want - got))
+    pipeline.shutdown(1.0)
+    assert early == [], f"force_flush returned True with spans not yet exported (round, missing): {early[:10]}"
+
+
+# -- the agent's counters in the local store, whatever the exporters --------------------------------------
+
+
+def test_the_counter_sink_is_called_periodically_and_at_shutdown_and_its_failures_are_counted() -> None:
+    metrics = SelfMetrics()
+    calls: list[float] = []
+    fail = threading.Event()
+
+    def sink() -> None:
+        calls.append(time.monotonic())
+        if fail.is_set():
+            raise RuntimeError("store gone")
+
+    pipeline = SpanPipeline([Recording()], metrics, interval=0.01, counter_sink=sink, counter_interval=0.1)
+    prov = wire(pipeline)
+    emit(prov, 5)
+    assert wait_until(lambda: len(calls) >= 3, 5)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert min(gaps) >= 0.09, gaps  # at most once per counter_interval
+    fail.set()
+    assert wait_until(lambda: metrics.counter("counter_sink_errors") >= 1, 5)
+    emit(prov, 5)
+    assert pipeline.force_flush(5000)  # a failing sink costs nothing else
+    fail.clear()
+    before = len(calls)
+    pipeline.shutdown(1.0)
+    assert len(calls) == before + 1  # the last report, after the shutdown's own counts
+
+
+def test_a_hung_counter_sink_cannot_hold_shutdown_past_its_timeout() -> None:
+    release = threading.Event()
+    pipeline = SpanPipeline([Recording()], SelfMetrics(), interval=0.01, counter_interval=3600,
+                            counter_sink=lambda: release.wait(30) and None)
+    try:
+        wire(pipeline)
+        started = time.monotonic()
+        pipeline.shutdown(0.5)
+        assert time.monotonic() - started < 0.5 + 1.0
+    finally:
+        release.set()
+
+
+def test_drops_reach_the_store_with_only_a_failing_remote_exporter(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+    from agent.store import CounterWriter
+
+    metrics = SelfMetrics()
+    store_dir = tmp_path / "store"
+    pipeline = SpanPipeline([Raising()], metrics, interval=0.01, counter_sink=CounterWriter(store_dir, metrics),
+                            counter_interval=0.05)
+    prov = wire(pipeline)
+    emit(prov, 12)
+    pipeline.force_flush(2000)
+    store = LocalStore(store_dir, create=False)
+    assert wait_until(lambda: store.exists() and store.counters().get(("spans_dropped", "export_failed:raising")), 5)
+    pipeline.shutdown(1.0)
+    assert store.counters()[("spans_dropped", "export_failed:raising")] == 12
+    assert store.processes() == 1
+    capsys.readouterr()
+    old = os.environ.get("PULSETRACE_STORE")
+    os.environ["PULSETRACE_STORE"] = str(store_dir)
+    try:
+        assert main(["status", "--json"]) == 0
+    finally:
+        if old is None:
+            del os.environ["PULSETRACE_STORE"]
+        else:
+            os.environ["PULSETRACE_STORE"] = old
+    import json
+
+    assert json.loads(capsys.readouterr().out)["dropped"] == {"export_failed:raising": 12}
