@@ -16,16 +16,22 @@ to the caller (the ``local`` exporter turns them into a counted failure).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agent.selfmetrics import SelfMetrics
+
+_log = logging.getLogger("pulsetrace.store")
 
 DB_NAME = "spans.db"
 #: How long a writer waits for another process's write transaction before giving up.
@@ -359,15 +365,18 @@ class LocalStore:
         return (pages - free) * page_size
 
     def write_counters(self, pid: int, counters: dict[tuple[str, str], float],
-                       busy_timeout_s: float | None = None) -> None:
+                       busy_timeout_s: float | None = None, *, instance: str | None = None) -> None:
         """Record this process's agent counters (totals so far), for ``pulsetrace status``.
 
-        ``busy_timeout_s`` bounds the wait for another writer (used at shutdown).
+        ``busy_timeout_s`` bounds the wait for another writer (used at shutdown). ``instance``
+        names the set of counters (default: this store object's, per process); writers of the
+        same counters pass the same one (:func:`counters_instance`) so that they replace each
+        other's rows instead of being summed as two processes.
         """
         if not counters:
             return
         now = time.time()
-        instance = self._instance_id()
+        instance = instance or self._instance_id()
         conn = self.connect()
         if busy_timeout_s is not None:
             conn.execute(f"PRAGMA busy_timeout={max(0, int(busy_timeout_s * 1000))}")
@@ -471,6 +480,63 @@ class LocalStore:
         """How many agent processes have reported counters (within the retention period)."""
         rows = self._rows("SELECT count(DISTINCT instance) FROM process_counters")
         return int(rows[0][0]) if rows else 0
+
+
+_COUNTER_INSTANCES: weakref.WeakKeyDictionary[object, tuple[int, str]] = weakref.WeakKeyDictionary()
+_COUNTER_INSTANCES_LOCK = threading.Lock()
+
+
+def counters_instance(source: object) -> str:
+    """The ``process_counters`` instance of a counter source (a ``SelfMetrics``) in this process.
+
+    Every writer of the same counters (the ``local`` exporter, :class:`CounterWriter`) uses it,
+    so the rows are one set per process; a forked child gets its own.
+    """
+    pid = os.getpid()
+    with _COUNTER_INSTANCES_LOCK:
+        found = _COUNTER_INSTANCES.get(source)
+        if found is None or found[0] != pid:
+            found = (pid, uuid.uuid4().hex)
+            _COUNTER_INSTANCES[source] = found
+        return found[1]
+
+
+class CounterWriter:
+    """Writes one process's agent counters to the local store: the span pipeline's ``counter_sink``.
+
+    So that ``pulsetrace status`` shows exports and drops whichever exporters are configured
+    (the ``local`` exporter writes them too, as the same rows). Called from the pipeline thread
+    every few seconds and at shutdown; the store is opened (and created) on first use.
+    Harmless when the store cannot be written (read-only or full disk, a corrupt file, a lock
+    held too long): the failure is counted as ``counter_writes_failed`` and the next call
+    tries again. Never raises for a storage problem.
+    """
+
+    def __init__(self, store_path: str | os.PathLike[str], metrics: SelfMetrics, *, busy_timeout_s: float = 0.5,
+                 retention_s: float = 7 * 86400.0) -> None:
+        self.store_path = store_path
+        self.metrics = metrics
+        self.busy_timeout_s = busy_timeout_s
+        self.retention_s = retention_s
+        self._store: LocalStore | None = None
+
+    def __call__(self) -> None:
+        counters = self.metrics.counters()
+        if not counters:
+            return
+        try:
+            if self._store is None:
+                self._store = LocalStore(self.store_path, retention_s=self.retention_s)
+            self._store.write_counters(os.getpid(), counters, busy_timeout_s=self.busy_timeout_s,
+                                       instance=counters_instance(self.metrics))
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            _log.debug("agent counters not written to the local store: %s", exc)
+            self.metrics.inc("counter_writes_failed")
+            if self._store is not None:
+                try:
+                    self._store.close()  # the next call reconnects (the directory may be back)
+                except sqlite3.Error:
+                    pass
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -4,7 +4,8 @@ Runs on its pipeline channel thread. A write that fails (read-only or missing
 directory, disk full, a corrupt file, a lock held too long by another process)
 returns ``FAILURE``, which the pipeline counts as ``spans_dropped{export_failed:local}``;
 nothing is raised. Each export also records this process's agent counters in the
-store so that ``pulsetrace status`` can sum them over every worker.
+store so that ``pulsetrace status`` can sum them over every worker (as the same rows as
+the pipeline's :class:`~agent.store.CounterWriter`, which writes them whatever the exporters).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from agent.exporters.base import ExporterContext, ExportOutcome
 from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore
+from agent.store import LocalStore, counters_instance
 
 _log = logging.getLogger("pulsetrace.exporters.local")
 
@@ -49,7 +50,8 @@ class LocalStoreExporter:
 
     def _write_counters(self, busy_timeout_s: float | None = None) -> None:
         try:
-            self.store.write_counters(os.getpid(), self.metrics.counters(), busy_timeout_s=busy_timeout_s)
+            self.store.write_counters(os.getpid(), self.metrics.counters(), busy_timeout_s=busy_timeout_s,
+                                      instance=counters_instance(self.metrics))
         except (sqlite3.Error, OSError) as exc:
             _log.debug("local store counters write failed: %s", exc)
 

@@ -100,3 +100,42 @@ def test_failed_writes_are_counted_as_dropped_by_the_pipeline(tmp_path: Path) ->
     assert metrics.counter("spans_dropped", "export_failed:local") == 25
     assert metrics.counter("spans_exported") == 0
     pipeline.shutdown(1.0)
+
+
+def test_the_counter_writer_and_the_local_exporter_write_one_set_of_counters(tmp_path: Path) -> None:
+    from agent.store import CounterWriter
+
+    metrics = SelfMetrics()
+    exporter = exporter_for(tmp_path / "st", metrics)
+    pipeline = SpanPipeline([exporter], metrics, interval=0.01,
+                            counter_sink=CounterWriter(tmp_path / "st", metrics), counter_interval=0.01)
+    prov, _ = provider()
+    prov.add_span_processor(pipeline)
+    tracer = prov.get_tracer("t")
+    for i in range(20):
+        with tracer.start_as_current_span(f"op-{i}"):
+            pass
+    assert pipeline.force_flush(5000)
+    time.sleep(0.1)  # several counter writes by both
+    pipeline.shutdown(1.0)
+    store = LocalStore(tmp_path / "st", create=False)
+    assert store.counters()[("spans_exported", "local")] == 20  # not 40: the same rows, not two processes
+    assert store.processes() == 1
+
+
+def test_the_counter_writer_is_harmless_when_the_store_cannot_be_written(tmp_path: Path) -> None:
+    from agent.store import CounterWriter
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    metrics = SelfMetrics()
+    metrics.inc("spans_dropped", 4, reason="export_failed:otlp")
+    writer = CounterWriter(blocker / "store", metrics)
+    writer()
+    writer()
+    assert metrics.counter("counter_writes_failed") == 2
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "spans.db").write_bytes(b"garbage" * 1000)
+    CounterWriter(corrupt, metrics)()
+    assert metrics.counter("counter_writes_failed") == 3
