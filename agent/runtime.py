@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
     from agent.pipeline import SpanPipeline
+    from agent.store import CounterWriter
 
 _log = logging.getLogger("pulsetrace")
 _lock = threading.Lock()
@@ -99,6 +100,8 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         interval=cfg.tracing.export_interval,
         scrubber=_chain(enrich_span, build_scrubber(cfg, metrics)),
         unsampled_hook=build_keep_errors(cfg, metrics),
+        # exported/dropped counters reach the store (pulsetrace status) whichever exporters run
+        counter_sink=CounterWriter(cfg.store.path, metrics, retention_s=cfg.store.retention),
     )
     provider = TracerProvider(
         sampler=build_sampler(cfg, metrics),
