@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
     from agent.pipeline import SpanPipeline
-    from agent.store import CounterWriter
 
 _log = logging.getLogger("pulsetrace")
 _lock = threading.Lock()
@@ -75,6 +74,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from agent.exporters.base import EXPORTERS, ExporterContext
     from agent.pipeline import SpanPipeline
     from agent.resource import build_resource
+    from agent.store import CounterWriter
     from agent.sampling import build_sampler
     from instrumentation.enrich import enrich_span
     from instrumentation.keep_errors import build_keep_errors
