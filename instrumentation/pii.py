@@ -41,6 +41,10 @@ strings are never pattern-matched.
 Cards: a 13–19 digit number that passes the Luhn check is redacted even if it
 was an id (about one such id in ten): privacy over fidelity.
 
+Bounded cost: every pattern runs in time linear in the string, and a string longer
+than 16 KB (:data:`MAX_SCRUB_CHARS`) is cut to it, marked ``...[TRUNCATED]``, before
+the rules run, so one hostile value cannot hold the GIL on the export thread.
+
 The scrubber never raises; the pipeline drops (and counts) a span it cannot
 scrub rather than export it unscrubbed.
 """
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import re
 import secrets
@@ -64,7 +69,8 @@ from agent.selfmetrics import SelfMetrics
 from instrumentation.annotations import build_annotator
 from instrumentation.sql import sanitize_sql
 
-__all__ = ["REDACTED", "PiiScrubber", "build_scrubber", "luhn_valid", "scrub_text"]
+__all__ = ["MAX_SCRUB_CHARS", "REDACTED", "TRUNCATED", "PiiScrubber", "build_scrubber", "luhn_valid",
+           "scrub_text"]
 
 _log = logging.getLogger("pulsetrace.pii")
 
@@ -84,17 +90,37 @@ SERVICE_NAME_KEYS = frozenset({"peer.service", "aws.local.service", "aws.remote.
 
 # --- patterns -----------------------------------------------------------------------------
 
+#: Longest string the text rules look at. A longer one is cut to this (plus a marker) so the
+#: scrub of one value is bounded whatever a client sends; see :func:`_TextScrubber.__call__`.
+MAX_SCRUB_CHARS = 16 * 1024
+#: Appended to a string that was cut.
+TRUNCATED = "...[TRUNCATED]"
+#: Text past the cut that is scrubbed anyway, so a secret straddling the cut is still seen whole
+#: (longer than an e-mail's 64 + 1 + 255 characters).
+_SCRUB_OVERLAP = 512
+
+# Every pattern below runs in time linear in the text: no quantified group whose matches can
+# overlap (they are atomic or separated by a character outside the repeated class), and runs
+# are entered only at their first character (a look-behind), so no position is rescanned for
+# each of the positions before it. A 64 KB hostile string costs milliseconds, not seconds.
+
 #: A string without any of these cannot hold anything we scrub: returned untouched.
 _TRIGGER = re.compile(r"[@=:%0-9]|(?i:bearer|basic|digest)\s")
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]+=*")
+#: ``scheme://userinfo@``: the match starts at ``://`` (after a scheme character), so only the
+#: user-info run after each ``://`` is scanned; the scheme itself is kept as it is.
+_URL_CREDENTIALS = re.compile(r"(?<=[A-Za-z0-9+.\-])://(?>[^\s/?#@]+)@")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(?>\s+)(?>[A-Za-z0-9\-._~+/]+)=*")
 _SECRET_WORDS = (r"password|passwd|pwd|secret|token|api[_\-]?key|private[_\-]?key|access[_\-]?key|credential|"
                  r"session|signature|cookie|authorization")
 _QUERY_SHORT_NAMES = r"sig|key|code|pass|pw|auth"
+#: E-mails are found from their ``@`` (see :func:`_redact_emails`): at most 64 characters of
+#: local part before it (matched on the reversed text), at most 255 of domain after it.
+_LOCAL_PART_MAX = 64
+_DOMAIN_MAX = 255
+_LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}")
+_LABEL = r"(?>[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)"
 #: The last label (the TLD) starts with a letter, so ``shop@127.0.0.1`` (a service at an address) is no e-mail.
-_EMAIL = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?")
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.(?=[A-Za-z]){_LABEL}")
 #: Maximal runs of digits with single space/dash separators, long enough to hold a card.
 _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}(?!\d)")
 _E164 = re.compile(r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)")
@@ -111,10 +137,47 @@ _AUTH_GATE = re.compile(r"(?i)bearer|basic|digest")
 
 
 def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
+    r"""``key=value`` / ``key: value`` where the key names a secret; group 1 is kept, group 2 redacted.
+
+    The key is a whole run of ``[\w.-]`` containing a secret word: the run is entered only at
+    its start (look-behind), the word found by a lazy look-ahead that cannot leave the run,
+    and the run then taken atomically, so each run is scanned a bounded number of times.
+    """
     words = _SECRET_WORDS + "".join("|" + re.escape(w) for w in extra if w)
     return re.compile(
-        rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})=|[\w.\-]*(?:{words})[\w.\-]*[\"']?\s*[:=]\s*[\"']?)"
+        rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})="
+        rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{words}))(?>[\w.\-]+)[\"']?(?>\s*)[:=](?>\s*)[\"']?)"
         r"([^\s&;,\"'}\]]+)")
+
+
+def _redact_emails(text: str) -> str:
+    """``text`` with every e-mail address replaced by ``[EMAIL]``, in time linear in ``len(text)``.
+
+    Anchored on each ``@``: the domain is matched forwards (at most 255 characters,
+    and never across another ``@``), the local part backwards on the reversed text
+    (at most 64 characters, never into the previous replacement). A longer run of
+    local-part characters keeps its beginning: only its last 64 characters go.
+    """
+    n = len(text)
+    out: list[str] = []
+    done = 0  # text[:done] is already in out
+    reversed_text = ""
+    at = text.find("@")
+    while at != -1:
+        domain = _DOMAIN.match(text, at + 1, min(n, at + 1 + _DOMAIN_MAX)) if at > done else None
+        if domain is not None:
+            if not reversed_text:
+                reversed_text = text[::-1]
+            local = _LOCAL_PART_REVERSED.match(reversed_text, n - at, n - done)
+            if local is not None:
+                out.append(text[done:at - (local.end() - local.start())])
+                out.append(EMAIL)
+                done = domain.end()
+        at = text.find("@", max(at + 1, done))
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -133,41 +196,65 @@ def luhn_valid(digits: str) -> bool:
 def _cards(match: re.Match[str]) -> str:
     text = match.group(0)
     groups = _SEPARATORS.split(text)
+    if len(groups) == 1 and len(text) > 19:  # one long id: no card can be cut out of it
+        return text
     digits = "".join(groups)
     if len(digits) <= 19:
         return CARD if len(digits) >= 13 and luhn_valid(digits) else text
-    # A longer run (a card next to other numbers): redact every window of whole groups
-    # that is a valid card; their union, so a spurious window can only widen the cut.
-    spans: list[tuple[int, int]] = []
-    starts: list[int] = []
-    pos = 0
-    for g in groups:
-        starts.append(pos)
-        pos += len(g) + 1
-    n = min(len(groups), 40)
-    for i in range(n):
-        count = 0
-        for j in range(i, n):
-            count += len(groups[j])
-            if count > 19:
+    return _cards_in_run(text, groups, digits)
+
+
+#: A digit's value when the Luhn check doubles it.
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _cards_in_run(text: str, groups: list[str], digits: str) -> str:
+    """A longer run (a card next to other numbers): redact every window of whole groups that is a card.
+
+    Windows are 13–19 digits of consecutive groups; their union is cut, so a spurious
+    window can only widen the cut. Each window's Luhn sum comes from two prefix sums
+    (one per doubling parity), so a run costs O(groups), not O(groups × 19²).
+    """
+    values = [ord(ch) - 48 for ch in digits]
+    # odd[q]: sum of the Luhn terms of digits[:q] when the odd positions are doubled; even[q] likewise.
+    odd = [0, *itertools.accumulate(_DOUBLED[d] if p & 1 else d for p, d in enumerate(values))]
+    even = [0, *itertools.accumulate(d if p & 1 else _DOUBLED[d] for p, d in enumerate(values))]
+    offsets = [0, *itertools.accumulate(map(len, groups))]  # digit offset of each group, then the total
+    starts = [offsets[k] + k for k in range(len(groups))]  # text offset of each group (one separator each)
+    count = len(groups)
+    cuts: list[tuple[int, int]] = []  # merged as they come: window starts only grow
+    first = 0  # the first group j for which groups[i..j] holds 13 digits; only moves forward
+    for i in range(count):
+        a = offsets[i]
+        first = max(first, i)
+        while first < count and offsets[first + 1] - a < 13:
+            first += 1
+        limit = a + 19
+        best = -1
+        for j in range(first, count):
+            b = offsets[j + 1]
+            if b > limit:
                 break
-            if count >= 13 and luhn_valid("".join(groups[i:j + 1])):
-                spans.append((starts[i], starts[j] + len(groups[j])))
-    if not spans:
+            # The rightmost digit (b - 1) is never doubled, so the doubled ones have the other parity.
+            if ((odd[b] - odd[a]) if b & 1 else (even[b] - even[a])) % 10 == 0:
+                best = j
+        if best < 0:
+            continue
+        start, end = starts[i], starts[best] + len(groups[best])
+        if cuts and start <= cuts[-1][1] + 1:
+            if end > cuts[-1][1]:
+                cuts[-1] = (cuts[-1][0], end)
+        else:
+            cuts.append((start, end))
+    if not cuts:
         return text
-    spans.sort()
     out: list[str] = []
     last = 0
-    cur_s, cur_e = spans[0]
-    for s, e in spans[1:]:
-        if s <= cur_e + 1:
-            cur_e = max(cur_e, e)
-            continue
-        out.append(text[last:cur_s] + CARD)
-        last = cur_e
-        cur_s, cur_e = s, e
-    out.append(text[last:cur_s] + CARD)
-    out.append(text[cur_e:])
+    for start, end in cuts:
+        out.append(text[last:start])
+        out.append(CARD)
+        last = end
+    out.append(text[last:])
     return "".join(out)
 
 
@@ -190,6 +277,16 @@ class _TextScrubber:
         self._pairs = _secret_pair_pattern(extra_secret_words)
 
     def __call__(self, text: str) -> str:
+        """``text`` scrubbed; a text longer than :data:`MAX_SCRUB_CHARS` comes back cut to it + ``TRUNCATED``.
+
+        The cut is made before scrubbing (with :data:`_SCRUB_OVERLAP` characters more,
+        so a secret across the cut is still recognised), then again on the result.
+        """
+        if len(text) > MAX_SCRUB_CHARS:
+            return self._scrub(text[:MAX_SCRUB_CHARS + _SCRUB_OVERLAP])[:MAX_SCRUB_CHARS] + TRUNCATED
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
         if _TRIGGER.search(text) is None:
             return text
         if "%" in text:
@@ -200,13 +297,13 @@ class _TextScrubber:
             text = decoded
         at = "@" in text
         if at and "://" in text:
-            text = _URL_CREDENTIALS.sub(r"\1" + REDACTED + "@", text)
+            text = _URL_CREDENTIALS.sub("://" + REDACTED + "@", text)
         if _AUTH_GATE.search(text) is not None:
             text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
         if "=" in text or ":" in text:
             text = self._pairs.sub(r"\1" + REDACTED, text)
         if at:
-            text = _EMAIL.sub(EMAIL, text)
+            text = _redact_emails(text)
         if _SEVEN_DIGITS.search(text) is not None:
             text = _DIGIT_RUN.sub(_cards, text)
             text = _PHONES.sub(_phone, text)
@@ -289,7 +386,8 @@ class PiiScrubber:
             return self.hash_value(value)
         if action == _SQL:
             if isinstance(value, str):
-                return self._text(sanitize_sql(value))
+                # Cut first: the sanitizer treats a literal left open by the cut as running to the end.
+                return self._text(sanitize_sql(value[:MAX_SCRUB_CHARS + _SCRUB_OVERLAP]))
             return value
         if action == _KEEP:
             return value
