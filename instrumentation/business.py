@@ -37,6 +37,7 @@ import functools
 import inspect
 import numbers
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -167,6 +168,66 @@ def _check_tier(tier: str) -> str:
     return tier
 
 
+#: Longest status description written for an exception.
+_MAX_STATUS_CHARS = 512
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for a status description, cut to :data:`_MAX_STATUS_CHARS`.
+
+    An exception whose ``__str__`` (or ``__repr__``) raises still gets one.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        try:
+            text = repr(exc)
+        except Exception:
+            text = "<unprintable>"
+    return f"{name}: {text}"[:_MAX_STATUS_CHARS]
+
+
+def _record_exception(span: Span, exc: BaseException) -> None:
+    try:
+        span.record_exception(exc, escaped=True)
+    except Exception:  # the SDK calls str(exc): record the event ourselves with a guarded message
+        module = type(exc).__module__
+        qualname = type(exc).__qualname__
+        span.add_event("exception", {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": _describe(exc).partition(": ")[2],
+            "exception.stacktrace": "".join(traceback.format_exception(exc)),
+            "exception.escaped": "True",
+        })
+
+
+def _finish(span: Span, token: object, exc: BaseException | None, success: bool, reason: str | None) -> None:
+    """Record the outcome on ``span``, then end it and restore the context, whatever failed before.
+
+    ``exc`` is the exception to record as an error (``None`` for none or a cancellation).
+    """
+    try:
+        if span.is_recording():
+            if exc is not None:
+                try:
+                    _record_exception(span, exc)
+                finally:
+                    span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+            if not success:
+                span.set_attribute(OUTCOME_ATTR, "failure")
+                if reason:
+                    span.set_attribute(REASON_ATTR, reason)
+    finally:
+        try:
+            span.end()
+        finally:
+            try:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            except Exception:  # detached in another context: nothing left to restore here
+                pass
+
+
 class _BusinessSpan:
     """The context manager behind :func:`business_span` and :func:`business_operation` (sync and async)."""
 
@@ -215,22 +276,13 @@ class _BusinessSpan:
             reason = op.reason
             if not success and reason is None and exc is not None:
                 reason = "cancelled" if cancelled else type(exc).__name__
-            if self._ctx_token is not None:
-                span = op.span
-                if span.is_recording():
-                    if exc is not None and not cancelled:
-                        span.record_exception(exc, escaped=True)
-                        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:512]))
-                    if not success:
-                        span.set_attribute(OUTCOME_ATTR, "failure")
-                        if reason:
-                            span.set_attribute(REASON_ATTR, reason)
-                span.end()
-                try:
-                    otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
-                except Exception:
-                    pass
+            token = self._ctx_token
+            if token is not None:
                 self._ctx_token = None
+                try:
+                    _finish(op.span, token, None if cancelled else exc, success, reason)
+                except Exception:  # the span is ended and the context restored even so
+                    pass
             agent = _runtime._AGENT
             if agent is not None and agent.recorder is not None:
                 agent.recorder.record(op.name, op.tier, latency_ms, not success and not fault, fault)

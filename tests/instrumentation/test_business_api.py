@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -336,3 +337,63 @@ def test_package_exports_the_api_lazily() -> None:
             "from instrumentation import business_span; "
             "assert 'instrumentation.business' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+# -- telemetry failures while finishing the span ------------------------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ is broken too")
+
+
+def test_an_exception_whose_str_raises_propagates_unchanged_and_the_span_ends_and_the_context_is_restored(
+        spans: Collect) -> None:
+    error = Unprintable()
+    before = otel_context.get_current()
+
+    @business_operation("payment.create", tier="critical")
+    def pay() -> None:
+        raise error
+
+    with pytest.raises(Unprintable) as caught:
+        pay()
+    assert caught.value is error
+    assert otel_context.get_current() == before
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    span = spans.by_name("payment.create")  # exported: it was ended
+    assert span.end_time is not None
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "Unprintable: <unprintable>"
+    assert attrs(span)["business.failure_reason"] == "Unprintable"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert str((event.attributes or {})["exception.type"]).endswith("Unprintable")
+
+
+def test_a_long_exception_message_is_cut_in_the_status(spans: Collect) -> None:
+    with pytest.raises(GatewayDown), business_span("payment.create"):
+        raise GatewayDown("x" * 10_000)
+    description = spans.by_name("payment.create").status.description or ""
+    assert description.startswith("GatewayDown: xxx") and len(description) == 512
+
+
+@pytest.mark.parametrize("broken", ["set_status", "record_exception", "set_attribute"])
+def test_when_recording_the_outcome_fails_the_span_still_ends_and_the_context_is_restored(
+        spans: Collect, monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
+    from opentelemetry.sdk.trace import Span as SdkSpan
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{broken} failed")
+
+    monkeypatch.setattr(SdkSpan, broken, fail)
+    before = otel_context.get_current()
+    error = GatewayDown("gateway timeout")
+    with pytest.raises(GatewayDown) as caught, business_span("payment.create"):
+        raise error
+    assert caught.value is error
+    assert otel_context.get_current() == before
+    assert spans.by_name("payment.create").end_time is not None
