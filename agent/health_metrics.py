@@ -57,8 +57,8 @@ def _number(value: object) -> float | None:
 
 
 def _percent(value: object) -> float | None:
-    """A fraction of 1 from the SLA tracker (availability 0.9993, budget_remaining 0.4 or -0.2 when
-    overspent) in percent, the unit the SLA target and the alarms use."""
+    """A fraction of 1 from the SLA report (``budget_remaining`` 0.4, or -0.2 when overspent) in
+    percent, the unit the SLA target and the alarms use. ``availability`` is a percent already."""
     v = _number(value)
     return None if v is None else round(v * 100.0, 6)
 
@@ -97,7 +97,7 @@ def health_datums(details: Mapping[str, Any], dims: Dimensions, now: float) -> l
                 if not isinstance(w, Mapping):
                     continue
                 wdims = pdims + (("Window", window),)
-                availability = _percent(w.get("availability"))
+                availability = _number(w.get("availability"))  # percent in the details, like the target
                 if availability is not None:
                     out.append(value_datum("Availability", "Percent", wdims, now, availability))
                 budget = _percent(w.get("budget_remaining"))

@@ -37,6 +37,13 @@ def _num(value: object) -> str | None:
     return None
 
 
+def _ratio(percent: object) -> float | None:
+    """A percent from the details (availability 99.95) as the ratio Prometheus metrics use (0.9995)."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        return None
+    return round(float(percent) / 100.0, 8)  # no float noise (0.9995000000000001) in the text
+
+
 class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -83,7 +90,7 @@ def render(details: Mapping[str, Any], metrics: SelfMetrics | None = None,
     windows = [(n, win, data) for n, p in probes.items()
                for win, data in ((p.get("sla") or {}).get("windows") or {}).items()]
     w.metric("pulsetrace_probe_availability_ratio", "gauge", "Time-weighted availability over the window.",
-             [({"probe": n, "window": win}, d.get("availability")) for n, win, d in windows])
+             [({"probe": n, "window": win}, _ratio(d.get("availability"))) for n, win, d in windows])
     w.metric("pulsetrace_probe_error_budget_remaining_ratio", "gauge",
              "Error budget left over the window (1 untouched, 0 spent, negative overspent).",
              [({"probe": n, "window": win}, d.get("budget_remaining")) for n, win, d in windows])

@@ -7,6 +7,11 @@ latency histogram. UNKNOWN results count as neither. Availability over a window 
 ``available / observed`` seconds, where DEGRADED counts as available unless
 ``degraded_is_available`` is false. Unobserved time (agent not running) counts as neither.
 
+Units in the reports (the details and ``sla`` JSON): ``target`` and ``availability`` are
+percent (99.9, 99.95); ``budget_remaining`` is the fraction of the window's error budget
+left (1 untouched, 0 spent, negative overspent); ``*_s`` are seconds; burn rates are
+multiples of the sustainable rate.
+
 - Error budget for a window of W seconds and target T %: ``(1 - T/100) × W`` (99.9 % over
   30 d = 43.2 min); consumed = unavailable seconds in the window.
 - Burn rate over L seconds: (unavailable / observed) / (1 - T/100); 1.0 spends the budget
@@ -276,6 +281,7 @@ class SlaTracker:
         return max(1.0 - self.target / 100.0, 1e-9)
 
     def availability(self, s: Sums) -> float | None:
+        """The available share of the observed time, as a fraction of 1 (reports show it in percent)."""
         observed = s.observed_s
         if observed <= 0:
             return None
@@ -296,7 +302,8 @@ class SlaTracker:
         else:
             fraction = 1.0 if consumed == 0 else 0.0
         avail = self.availability(s)
-        return {"availability": None if avail is None else round(avail, 6),
+        # Percent, like the target it is compared with (4 decimals: the fraction's 6).
+        return {"availability": None if avail is None else round(avail * 100.0, 4),
                 "budget_remaining": round(fraction, 6),
                 "budget_total_s": round(budget_total, 3), "budget_remaining_s": round(remaining, 3),
                 "downtime_s": round(s.down_s, 3), "degraded_s": round(s.degraded_s, 3),

@@ -100,7 +100,7 @@ def emitted_series(config: Config) -> set[tuple[str, frozenset[str]]]:
     data = rec.collect(time.time())
     health = HealthMetricsSource(base_dimensions(config))
     now = time.time()
-    window = {"availability": 0.99, "budget_remaining": 0.5}
+    window = {"availability": 99.0, "budget_remaining": 0.5}
     health.on_snapshot({"status": "UP", "probes": {p.name: {
         "status": "UP", "latency_ms": 3.0, "last_checked": now,
         "sla": {"windows": {w: window for w in ("1h", "24h", "7d", "30d")},

@@ -13,7 +13,7 @@ def details() -> dict[str, object]:
     return {"status": "DEGRADED", "stale": False, "probes": {
         'we"ird\\name': {"status": "DOWN", "critical": False, "latency_ms": 1500.0, "last_checked": 1700000000.5,
                          "measurements": {"ping_ms": 2.5, "role": "master", "stale_readers": ["a"], "ok": True},
-                         "sla": {"target": 99.9, "windows": {"1h": {"availability": 0.5, "budget_remaining": -499.0,
+                         "sla": {"target": 99.9, "windows": {"1h": {"availability": 50.0, "budget_remaining": -499.0,
                                                                     "budget_remaining_s": -1796.4}},
                                  "burn_rates": {"1h": None, "6h": 500.0},
                                  "burn_alerts": {"1h": {"firing": False}, "6h": {"firing": True}}},
@@ -26,7 +26,7 @@ def test_probe_metrics_with_escaped_labels_and_numeric_values_only() -> None:
     assert 'pulsetrace_health_status{status="DEGRADED"} 1' in text
     assert f'pulsetrace_probe_status{{{label},status="DOWN"}} 1' in text
     assert f"pulsetrace_probe_latency_seconds{{{label}}} 1.5" in text
-    assert f'pulsetrace_probe_availability_ratio{{{label},window="1h"}} 0.5' in text
+    assert f'pulsetrace_probe_availability_ratio{{{label},window="1h"}} 0.5' in text  # the details' percent / 100
     assert f'pulsetrace_probe_error_budget_remaining_ratio{{{label},window="1h"}} -499' in text
     assert f'pulsetrace_probe_burn_rate{{{label},window="6h"}} 500' in text
     assert f'pulsetrace_probe_burn_rate{{{label},window="1h"}}' not in text  # no data: no sample
@@ -35,6 +35,12 @@ def test_probe_metrics_with_escaped_labels_and_numeric_values_only() -> None:
     assert "master" not in text and 'name="stale_readers"' not in text
     assert f"pulsetrace_probe_checks_total{{{label}}} 7" in text
     assert text.count("# TYPE pulsetrace_probe_status gauge") == 1
+
+
+def test_availability_ratio_has_no_float_noise() -> None:
+    doc = details()
+    doc["probes"]['we"ird\\name']["sla"]["windows"]["1h"]["availability"] = 99.95  # type: ignore[index]
+    assert 'window="1h"} 0.9995\n' in render(doc)
 
 
 def test_agent_self_metrics_are_included_when_given() -> None:

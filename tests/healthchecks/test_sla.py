@@ -31,11 +31,11 @@ def test_thirty_day_window_with_a_known_30_minute_outage() -> None:
     assert w["budget_total_s"] == pytest.approx(2592.0)  # 99.9 % of 30 d allows 43.2 min
     assert w["downtime_s"] == pytest.approx(1800.0)
     assert w["observed_s"] == pytest.approx(30 * DAY)
-    assert w["availability"] == pytest.approx(1 - 1800 / (30 * DAY), abs=1e-6)
+    assert w["availability"] == pytest.approx(100 * (1 - 1800 / (30 * DAY)), abs=1e-4)  # percent, like target
     assert w["budget_remaining_s"] == pytest.approx(2592.0 - 1800.0)
     assert w["budget_remaining"] == pytest.approx(792 / 2592, abs=1e-6)
     # The last hour and day saw no outage.
-    assert s.window(t, 3600)["availability"] == 1.0
+    assert s.window(t, 3600)["availability"] == 100.0
     assert s.window(t, 86400)["budget_remaining"] == 1.0
 
 
@@ -52,7 +52,7 @@ def test_results_are_time_weighted_by_the_interval_they_cover() -> None:
     s.record(T0 + 50, Status.UP, 0.01, 50)
     s.record(T0 + 60, Status.DOWN, 0.01, 10)
     w = s.window(T0 + 60, 3600)
-    assert w["availability"] == pytest.approx(50 / 60)
+    assert w["availability"] == pytest.approx(100 * 50 / 60, abs=1e-4)
     assert w["samples"] == 2
 
 
@@ -66,7 +66,7 @@ def test_covered_time_is_split_across_minute_buckets() -> None:
 
 
 def test_degraded_counts_as_available_unless_configured_otherwise() -> None:
-    for counts, expected in ((True, 1.0), (False, 0.75)):
+    for counts, expected in ((True, 100.0), (False, 75.0)):
         s = SlaTracker(99.0, degraded_is_available=counts)
         t = run(s, T0, 45 * 60, Status.UP)
         t = run(s, t, 15 * 60, Status.DEGRADED)
@@ -78,7 +78,19 @@ def test_unknown_results_count_as_neither_up_nor_down() -> None:
     t = run(s, T0, 30 * 60, Status.UP)
     t = run(s, t, 30 * 60, Status.UNKNOWN)
     w = s.window(t, 3600)
-    assert w["availability"] == 1.0 and w["observed_s"] == pytest.approx(1800.0)
+    assert w["availability"] == 100.0 and w["observed_s"] == pytest.approx(1800.0)
+
+
+def test_availability_is_a_percent_like_the_target_and_the_budget_left_a_fraction_of_the_budget() -> None:
+    s = SlaTracker(99.9)
+    t = run(s, T0, 999 * 60, Status.UP)
+    t = run(s, t, 60, Status.DOWN)
+    report = s.report(t)
+    day = report["windows"]["24h"]
+    assert report["target"] == 99.9
+    assert day["availability"] == pytest.approx(99.9, abs=1e-4)  # 1 minute down in 1,000: the target, exactly
+    assert day["availability"] >= report["target"] - 1e-9
+    assert day["budget_remaining"] == pytest.approx(1 - 60 / 86.4, abs=1e-6)  # 1 of the day's 1.44 min spent
 
 
 def test_no_data_means_no_availability_and_a_full_budget() -> None:

@@ -83,7 +83,7 @@ def test_known_traffic_gives_the_expected_sums_and_averages(aws_env: dict[str, s
         rec.record("payment.create", "critical", 40.0, error=False, fault=True)
     now = time.time()
     publish_health({"status": "UP", "probes": {"db": {"status": "UP", "latency_ms": 3.5, "last_checked": now,
-                                                      "sla": {"windows": {"30d": {"availability": 0.9995,
+                                                      "sla": {"windows": {"30d": {"availability": 99.95,
                                                                                   "budget_remaining": 0.5}}}}}},
                    rec.publisher, cfg)
     assert rec.flush(10.0), metrics.counters()
