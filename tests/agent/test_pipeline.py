@@ -460,8 +460,11 @@ def test_the_counter_sink_is_called_periodically_and_at_shutdown_and_its_failure
 
 def test_a_hung_counter_sink_cannot_hold_shutdown_past_its_timeout() -> None:
     release = threading.Event()
-    pipeline = SpanPipeline([Recording()], SelfMetrics(), interval=0.01, counter_interval=3600,
-                            counter_sink=lambda: release.wait(30) and None)
+
+    def hung() -> None:  # a store locked by another process, a disk that stalls
+        release.wait(30)
+
+    pipeline = SpanPipeline([Recording()], SelfMetrics(), interval=0.01, counter_interval=3600, counter_sink=hung)
     try:
         wire(pipeline)
         started = time.monotonic()
