@@ -2,11 +2,14 @@
 
 Process-local, thread-safe, cheap enough for the request path (one lock, one dict
 update). Read by ``/metrics``, the CloudWatch exporter and ``pulsetrace status``.
+A forked child (a pre-fork server's worker) starts from zero with a new lock.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable
 
 
@@ -18,6 +21,20 @@ class SelfMetrics:
         self._counters: dict[tuple[str, str], float] = {}
         self._gauges: dict[str, float] = {}
         self._gauge_fns: dict[str, Callable[[], float]] = {}
+        # Weakly, so metrics that are replaced can still be collected.
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _after_fork(self) -> None:
+        """In a forked child (a gunicorn worker): a new lock, and counts that start from zero.
+
+        The parent's lock may have been held by a thread that does not exist in the
+        child; and the parent's counts are the parent's: kept, each worker would report
+        them again. The gauge callbacks stay (they read live objects).
+        """
+        self._lock = threading.Lock()
+        self._counters = {}
+        self._gauges = {}
 
     def inc(self, name: str, n: float = 1, reason: str = "") -> None:
         key = (name, reason)
