@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +38,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from agent.config_schema import Config
 from agent.selfmetrics import SelfMetrics
+from instrumentation.spans import copy_span
 
 __all__ = ["ANNOTATIONS_ATTR", "MAX_ANNOTATIONS_PER_TRACE", "MAX_KEY_CHARS", "MAX_VALUE_CHARS", "Annotator",
            "annotation_key", "annotation_value", "build_annotator", "merge_index_keys"]
@@ -105,17 +108,25 @@ class Annotator:
         self.max_per_trace = max_per_trace
         self._lock = threading.Lock()
         self._per_trace: collections.OrderedDict[int, set[str]] = collections.OrderedDict()
+        # Weakly, so an annotator that is replaced can still be collected.
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _after_fork(self) -> None:
+        """Called in a forked child: a new lock and no per-trace counts.
+
+        A parent thread may have held the old lock at fork time; the parent's traces
+        are not this process's.
+        """
+        self._lock = threading.Lock()
+        self._per_trace = collections.OrderedDict()
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
         ctx = span.context
         attrs = self.annotate_attributes(ctx.trace_id if ctx is not None else None, span.attributes or {})
         if attrs is None:
             return span
-        return ReadableSpan(
-            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
-            start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
-        )
+        return copy_span(span, attributes=attrs)
 
     def annotate_attributes(self, trace_id: int | None, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
         """``attrs`` with the annotation list set and checked, or ``None`` when nothing changes."""

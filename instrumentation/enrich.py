@@ -5,14 +5,18 @@ keys (``net.peer.name``, ``db.name``) and no ``peer.service``. On the export thr
 (never the request path) this adds ``server.address``/``server.port``,
 ``db.namespace`` and ``peer.service`` (``dbname@host`` for SQL databases,
 ``redis@host:port`` for caches) unless the span already has them. Spans that need
-nothing are returned as they are.
+nothing are returned as they are. :func:`enrich_attributes` is the same step on an
+attribute mapping, run by the scrubber within its one copy of the span.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+
+from instrumentation.spans import copy_span
 
 _SQL_SYSTEMS = {"postgresql", "mysql", "mariadb", "mssql", "oracle", "sqlite", "other_sql"}
 
@@ -30,13 +34,17 @@ def db_peer_service(attrs: Any) -> str | None:
     return f"{system}@{host}:{port}" if port else f"{system}@{host}"
 
 
-def enrich_span(span: ReadableSpan) -> ReadableSpan:
-    attrs = span.attributes or {}
+def enrich_attributes(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``attrs`` with ``peer.service`` and the current keys added, or ``None`` when nothing is to add.
+
+    The form the scrubber uses (:func:`instrumentation.pii.build_scrubber`), so a
+    database span is enriched and scrubbed in one copy.
+    """
     if "peer.service" in attrs:
-        return span
+        return None
     peer = db_peer_service(attrs)
     if peer is None:
-        return span
+        return None
     extra: dict[str, Any] = {"peer.service": peer}
     if "server.address" not in attrs and "net.peer.name" in attrs:
         extra["server.address"] = attrs["net.peer.name"]
@@ -44,9 +52,10 @@ def enrich_span(span: ReadableSpan) -> ReadableSpan:
         extra["server.port"] = attrs["net.peer.port"]
     if "db.namespace" not in attrs and "db.name" in attrs:
         extra["db.namespace"] = attrs["db.name"]
-    return ReadableSpan(
-        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes={**attrs, **extra}, events=span.events, links=span.links, kind=span.kind,
-        status=span.status, start_time=span.start_time, end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return {**attrs, **extra}
+
+
+def enrich_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` enriched (a copy), or ``span`` itself when it needs nothing."""
+    attrs = enrich_attributes(span.attributes or {})
+    return span if attrs is None else copy_span(span, attributes=attrs)

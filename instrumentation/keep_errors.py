@@ -32,8 +32,10 @@ nothing else for a span that is not a local root. Never raises into the caller.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -41,6 +43,7 @@ from opentelemetry.trace import StatusCode
 
 from agent.config_schema import Config
 from agent.selfmetrics import SelfMetrics
+from instrumentation.spans import copy_span
 
 __all__ = ["KEPT_BY_ATTR", "KeepErrorsBuffer", "build_keep_errors", "span_failed", "with_attributes"]
 
@@ -68,11 +71,7 @@ def with_attributes(span: ReadableSpan, extra: dict[str, str]) -> ReadableSpan:
     """A copy of ``span`` with ``extra`` attributes added (same context, flags untouched)."""
     attrs = dict(span.attributes or {})
     attrs.update(extra)
-    return ReadableSpan(
-        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=attrs, events=span.events, links=span.links, kind=span.kind, status=span.status,
-        start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
-    )
+    return copy_span(span, attributes=attrs)
 
 
 class _Pending:
@@ -115,6 +114,19 @@ class KeepErrorsBuffer:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: collections.OrderedDict[int, _Pending] = collections.OrderedDict()
+        # Weakly, so a buffer that is replaced can still be collected.
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _after_fork(self) -> None:
+        """Called in a forked child: a new lock and nothing pending.
+
+        A parent thread may have held the old lock at fork time. The parent's held
+        traces end in the parent: forgetting them here is not a drop.
+        """
+        self._lock = threading.Lock()
+        self._pending = collections.OrderedDict()
+        self._total = 0
 
     def pending_traces(self) -> int:
         with self._lock:

@@ -67,6 +67,8 @@ from opentelemetry.trace import Link, Status
 from agent.config_schema import Config
 from agent.selfmetrics import SelfMetrics
 from instrumentation.annotations import build_annotator
+from instrumentation.enrich import enrich_attributes
+from instrumentation.spans import copy_event, copy_link, copy_span
 from instrumentation.sql import sanitize_sql
 
 __all__ = ["MAX_SCRUB_CHARS", "REDACTED", "TRUNCATED", "PiiScrubber", "build_scrubber", "luhn_valid",
@@ -448,8 +450,14 @@ class PiiScrubber:
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
         return self.scrub(span)
 
-    def scrub(self, span: ReadableSpan, post: AttributesStep | None = None) -> ReadableSpan:
-        """The scrubbed span; ``post`` may then rewrite its attributes (one copy of the span in all)."""
+    def scrub(self, span: ReadableSpan, post: AttributesStep | None = None,
+              pre: Callable[[Mapping[str, Any]], dict[str, Any] | None] | None = None) -> ReadableSpan:
+        """The scrubbed span (one copy of the span in all, none when nothing changes).
+
+        ``pre`` may add to the attributes before they are scrubbed (the enricher),
+        ``post`` may rewrite them after (the annotator); each returns ``None`` for
+        "unchanged".
+        """
         changed = False
         name = span.name
         if name not in self._clean:
@@ -460,7 +468,15 @@ class PiiScrubber:
                 self._remember_clean(name)
         raw = span.attributes
         base: dict[str, Any] = dict(raw) if raw else {}
+        enriched = False
+        if pre is not None and base:
+            added = pre(base)
+            if added is not None:
+                base = added
+                enriched = True
         attrs = self.attributes(base)
+        if attrs is None and enriched:
+            attrs = base
         if attrs is not None:
             changed = True
         if post is not None:
@@ -477,8 +493,7 @@ class PiiScrubber:
             if ev_attrs is not None or ev_name != event.name:
                 if new_events is None:
                     new_events = list(events)
-                new_events[i] = Event(ev_name, ev_attrs if ev_attrs is not None else event.attributes,
-                                      event.timestamp)
+                new_events[i] = copy_event(event, name=ev_name, attributes=ev_attrs)
         if new_events is not None:
             events = new_events
             changed = True
@@ -489,7 +504,7 @@ class PiiScrubber:
             if link_attrs is not None:
                 if new_links is None:
                     new_links = list(links)
-                new_links[i] = Link(link.context, link_attrs)
+                new_links[i] = copy_link(link, attributes=link_attrs)
         if new_links is not None:
             links = new_links
             changed = True
@@ -501,12 +516,7 @@ class PiiScrubber:
                 changed = True
         if not changed:
             return span
-        return ReadableSpan(
-            name=name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=attrs if attrs is not None else span.attributes, events=events, links=links,
-            kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        return copy_span(span, name=name, attributes=attrs, events=events, links=links, status=status)
 
 
 def _norm(key: str) -> str:
@@ -514,13 +524,20 @@ def _norm(key: str) -> str:
 
 
 def build_scrubber(cfg: Config, metrics: SelfMetrics) -> Callable[[ReadableSpan], ReadableSpan] | None:
-    """The export-side transform every exporter sees: PII scrubbing, then X-Ray annotation marking."""
+    """The export-side transform every exporter sees, in one copy of the span.
+
+    Database-span enrichment (:func:`instrumentation.enrich.enrich_attributes`:
+    ``peer.service``, current semantic-convention keys), then PII scrubbing, then
+    X-Ray annotation marking. A span already enriched is left as it is, so running
+    :func:`instrumentation.enrich.enrich_span` before this changes nothing but the
+    cost of a second copy.
+    """
     pii = cfg.tracing.pii
     scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys,
                            metrics=metrics)
     annotate = build_annotator(cfg, metrics).annotate_attributes
 
     def transform(span: ReadableSpan) -> ReadableSpan:
-        return scrubber.scrub(span, annotate)
+        return scrubber.scrub(span, annotate, enrich_attributes)
 
     return transform

@@ -19,6 +19,12 @@ from instrumentation.annotations import (
 from instrumentation.pii import build_scrubber
 
 
+def annotated(s: ReadableSpan) -> tuple[str, ...]:
+    keys = (s.attributes or {}).get(ANNOTATIONS_ATTR, ())
+    assert isinstance(keys, tuple)
+    return keys
+
+
 def span(attributes: dict[str, object], name: str = "op", trace_parent: object = None) -> ReadableSpan:
     tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
     s = tracer.start_span(name, attributes=attributes, context=trace_parent)  # type: ignore[arg-type]
@@ -90,17 +96,18 @@ def test_at_most_50_annotation_keys_per_trace_first_come_and_overflow_counted() 
     metrics = SelfMetrics()
     annotator = Annotator(keys, metrics)
     first = span({k: i for i, k in enumerate(keys[:40])})
-    ctx = trace.set_span_in_context(trace.NonRecordingSpan(first.context))  # type: ignore[arg-type]
+    assert first.context is not None
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(first.context))
     second = span({k: i for i, k in enumerate(keys[20:])}, trace_parent=ctx)  # same trace, keys 20..69
     other_trace = span({k: 1 for k in keys[60:]})
     a1, a2, a3 = annotator(first), annotator(second), annotator(other_trace)
-    listed1 = list(a1.attributes[ANNOTATIONS_ATTR])  # type: ignore[index]
-    listed2 = list(a2.attributes[ANNOTATIONS_ATTR])  # type: ignore[index]
+    listed1 = list(annotated(a1))
+    listed2 = list(annotated(a2))
     assert listed1 == keys[:40]
     assert listed2 == keys[20:50]  # 20..39 already used by the trace, 40..49 fill it to 50, 50..69 refused
     assert len(set(listed1) | set(listed2)) == 50
     assert metrics.counter("annotations_dropped", "limit") == 20
-    assert list(a3.attributes[ANNOTATIONS_ATTR]) == keys[60:]  # type: ignore[index]  # a new trace starts afresh
+    assert list(annotated(a3)) == keys[60:]  # a new trace starts afresh
 
 
 def test_the_export_transform_annotates_after_scrubbing() -> None:
@@ -118,3 +125,24 @@ def test_the_export_transform_annotates_after_scrubbing() -> None:
 def test_build_annotator_reads_the_configured_keys() -> None:
     cfg = config_from_mapping({"tracing": {"business": {"annotations": ["payment.method"]}}}, env={})
     assert build_annotator(cfg, SelfMetrics()).keys == ("payment.method",)
+
+
+def test_a_forked_child_can_annotate_while_a_parent_thread_held_the_annotator_lock() -> None:
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    from tests.instrumentation.test_sampling_limits import hold_lock_in_a_thread, run_in_forked_child
+
+    annotator = Annotator(["school.id"], SelfMetrics())
+    parent = set_span_in_context(NonRecordingSpan(SpanContext(7, 9, False, TraceFlags(1))))
+    assert ANNOTATIONS_ATTR in (annotator(span({"school.id": 1}, trace_parent=parent)).attributes or {})
+    release = hold_lock_in_a_thread(annotator._lock)
+
+    def child() -> None:
+        out = annotator(span({"school.id": 42}, trace_parent=parent))
+        assert (out.attributes or {})[ANNOTATIONS_ATTR] == ("school.id",)
+        assert annotator._per_trace == {7: {"school_id"}}  # the parent's counts were not inherited
+
+    try:
+        assert run_in_forked_child(child) == 0
+    finally:
+        release()

@@ -277,3 +277,39 @@ def test_the_buffer_stays_bounded_with_10000_unsampled_traces_in_flight() -> Non
         assert after < 32 * 1024 * 1024, after
     finally:
         r.close()
+
+
+def test_a_forked_child_can_keep_errors_while_a_parent_thread_held_the_buffer_lock() -> None:
+    from tests.instrumentation.test_sampling_limits import hold_lock_in_a_thread, run_in_forked_child
+
+    metrics = SelfMetrics()
+    buffer = KeepErrorsBuffer(metrics)
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+
+    def failed_trace(name: str) -> Sequence[ReadableSpan] | None:
+        root = tracer.start_span(f"{name}-root")
+        child = tracer.start_span(f"{name}-child", context=trace.set_span_in_context(root))
+        child.set_status(Status(StatusCode.ERROR))
+        child.end()
+        assert buffer(child) is None  # type: ignore[arg-type]
+        root.end()
+        return buffer(root)  # type: ignore[arg-type]
+
+    # A trace still held in the parent when it forks: the child must not export or count it.
+    held_root = tracer.start_span("held-root")
+    held_child = tracer.start_span("held-child", context=trace.set_span_in_context(held_root))
+    held_child.end()
+    buffer(held_child)  # type: ignore[arg-type]
+    release = hold_lock_in_a_thread(buffer._lock)
+
+    def child() -> None:
+        assert buffer.pending_traces() == 0 and buffer.pending_spans() == 0
+        kept = failed_trace("child")
+        assert kept is not None and sorted(s.name for s in kept) == ["child-child", "child-root"]
+        assert metrics.counter("spans_dropped") == 0
+
+    try:
+        assert run_in_forked_child(child) == 0
+    finally:
+        release()
+    assert buffer.pending_traces() == 1  # the parent still has its own

@@ -165,3 +165,25 @@ def test_a_span_with_64kb_hostile_values_is_scrubbed_fast_and_cut() -> None:
     assert not [leak for leak in LEAKS if leak in message]
     detail = out.events[0].attributes["detail"]  # type: ignore[index]
     assert isinstance(detail, str) and "bob@" not in detail and detail.endswith(TRUNCATED)
+
+
+@pytest.mark.parametrize("limit", [None, 8192, 4096], ids=["no SpanLimits", "8 KiB SpanLimits", "4 KiB SpanLimits"])
+def test_the_scrubber_copes_with_and_without_span_attribute_length_limits(limit: int | None) -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    limits = SpanLimits(max_attribute_length=limit, max_span_attribute_length=limit)
+    provider = TracerProvider(shutdown_on_exit=False, span_limits=limits)
+    hostile = SECRETS + HOSTILE["a. repeated then @"]
+    span = provider.get_tracer("t").start_span("op", attributes={"message": hostile})
+    span.add_event("exception", {"exception.stacktrace": hostile})
+    span.end()
+    scrubber = PiiScrubber(metrics=SelfMetrics())
+    took = _fastest(lambda: scrubber.scrub(span))  # type: ignore[arg-type]
+    assert took < 2 * BUDGET_S
+    out = scrubber.scrub(span)  # type: ignore[arg-type]
+    for value in ((out.attributes or {})["message"], (out.events[0].attributes or {})["exception.stacktrace"]):
+        assert isinstance(value, str) and not [leak for leak in LEAKS if leak in value]
+        if limit is None:
+            assert value.endswith(TRUNCATED) and len(value) == MAX_SCRUB_CHARS + len(TRUNCATED)
+        else:  # the SDK cut it first; below the scrubber's cut nothing more is cut
+            assert len(value) <= limit and not value.endswith(TRUNCATED)
