@@ -224,7 +224,7 @@ def sla_table(report: dict[str, Any]) -> str:
     header = ("PROBE", "TARGET", "AVAILABILITY", "BUDGET", "BUDGET LEFT", "BURN", "DOWN", "P99", "REVENUE AT RISK")
     rows = []
     for p in probes:
-        avail = "no data" if p["availability"] is None else f"{p['availability'] * 100:.3f}%"
+        avail = "no data" if p["availability"] is None else f"{p['availability']:.3f}%"  # percent, like TARGET
         left = "-" if p["availability"] is None else (
             f"{_dur(p['budget_remaining_s'])} ({p['budget_remaining'] * 100:.0f}%)")
         burn = "-" if p["burn_rate"] is None else f"{p['burn_rate']:.2f}x"

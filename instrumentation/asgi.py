@@ -207,5 +207,5 @@ class PulseTraceMiddleware:
         agent = _runtime._AGENT
         if agent is not None and agent.recorder is not None:
             agent.recorder.record(f"{method} {route}", "", latency_ms, error, fault,
-                                  routed=scope.get("route") is not None, status=status)
+                                  routed=_route_of(scope) is not None, status=status)
 

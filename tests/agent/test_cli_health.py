@@ -109,14 +109,14 @@ def test_sla_json_is_hand_computable(tmp_path: Path, capsys: pytest.CaptureFixtu
     db, cache = doc["probes"]
     assert db["name"] == "db" and db["target"] == 99.9
     assert db["budget_total_s"] == pytest.approx(2592.0)
-    assert db["availability"] == pytest.approx(1 - 1800 / 86400, abs=1e-6)
+    assert db["availability"] == pytest.approx(100 * (1 - 1800 / 86400), abs=1e-4)  # percent, like target
     assert db["budget_remaining_s"] == pytest.approx(2592.0 - 1800.0)
     assert db["burn_rate"] == pytest.approx((1800 / 86400) / 0.001, rel=1e-4)
     assert db["revenue_at_risk"] == pytest.approx(300.0)
     assert cache["availability"] is None
     assert main(["sla", "--config", str(cfg), "--json", "--window", "1h"]) == 0
     hour = json.loads(capsys.readouterr().out)["probes"][0]
-    assert hour["availability"] == 1.0 and hour["budget_remaining_s"] == pytest.approx(3.6)
+    assert hour["availability"] == 100.0 and hour["budget_remaining_s"] == pytest.approx(3.6)
 
 
 def test_sla_table_is_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,7 +209,7 @@ def test_serve_keeps_the_sla_across_a_restart(tmp_path: Path) -> None:
             doc = wait_for(lambda: (d := details(port_of(cfg)))["probes"]["pay"]["status"] == "UP" and d)
             window = doc["probes"]["pay"]["sla"]["windows"]["30d"]
             assert window["downtime_s"] >= 1.0  # the first run's outage is still counted
-            assert 0 < window["availability"] < 1
+            assert 0 < window["availability"] < 100
             assert [t["to"] for t in doc["probes"]["pay"]["transitions"]][:1] == ["DOWN"]
         finally:
             code, err = stop(proc)
