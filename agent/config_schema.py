@@ -242,7 +242,8 @@ class CloudWatchConfig:
     #: CloudWatch Logs group named in EMF documents sent to the CloudWatch agent (tcp/udp);
     #: empty: ``<service>-metrics``.
     log_group: str = ""
-    #: Distinct ``Operation`` values per process; later ones are folded into ``other`` (and counted).
+    #: Distinct ``Operation`` values per process and per budget (routes; business operations); later ones
+    #: are folded into ``other`` (and counted). The ``operations`` listed are always kept.
     max_operations: int = field(default=200, metadata=_c(min=1, max=10_000))
     #: Business operations shown on the dashboard (routes are found by a SEARCH expression).
     operations: list[str] = field(default_factory=lambda: ["payment.create", "order.create", "rfid.verify",
