@@ -13,7 +13,6 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from agent.config import Config, load_config
 from agent.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
     from agent.pipeline import SpanPipeline
 
@@ -54,16 +53,10 @@ def current() -> Agent | None:
 
 #: Bounds on what one span may hold, so a huge attribute (a request body logged by mistake, a
 #: fuzzer) costs bounded memory in the queue and the keep-errors buffer and bounded time in the
-#: scrubber. 8 KiB keeps long SQL and stack traces useful (X-Ray's own limits are smaller).
-SPAN_LIMITS = {"max_attribute_length": 8192, "max_span_attribute_length": 8192, "max_attributes": 128,
-               "max_events": 64, "max_event_attributes": 32, "max_links": 32}
-
-
-def _chain(first: Callable[[ReadableSpan], ReadableSpan],
-           second: Callable[[ReadableSpan], ReadableSpan] | None) -> Callable[[ReadableSpan], ReadableSpan]:
-    if second is None:
-        return first
-    return lambda span: second(first(span))
+#: scrubber. 8 KiB for span attributes (long SQL); 16 KiB for event attributes, where the end of
+#: ``exception.stacktrace`` holds the innermost frames (the scrubber cuts at 16 KiB too).
+SPAN_LIMITS = {"max_span_attribute_length": 8192, "max_attribute_length": 16384, "max_attributes": 128,
+               "max_events": 64, "max_event_attributes": 32, "max_links": 32, "max_link_attributes": 32}
 
 
 def build_agent(cfg: Config, role: str = "app") -> Agent:
@@ -76,7 +69,6 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from agent.resource import build_resource
     from agent.store import CounterWriter
     from agent.sampling import build_sampler
-    from instrumentation.enrich import enrich_span
     from instrumentation.keep_errors import build_keep_errors
     from instrumentation.pii import build_scrubber
 
@@ -98,7 +90,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         queue_size=cfg.tracing.queue_size,
         batch_size=cfg.tracing.batch_size,
         interval=cfg.tracing.export_interval,
-        scrubber=_chain(enrich_span, build_scrubber(cfg, metrics)),
+        scrubber=build_scrubber(cfg, metrics),  # enriches database spans, then scrubs, in one copy
         unsampled_hook=build_keep_errors(cfg, metrics),
         # exported/dropped counters reach the store (pulsetrace status) whichever exporters run
         counter_sink=CounterWriter(cfg.store.path, metrics, retention_s=cfg.store.retention),
