@@ -16,7 +16,7 @@ import pytest
 
 from agent.store import StoredSpan
 from tests.integration.service_runner import ROOT, Service, all_spans, write_config
-from tests.reliability.support import agent_tracebacks, start_rel_service
+from tests.reliability.support import agent_tracebacks, start_rel_service, stop_tree
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -45,7 +45,7 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServi
     cfg = write_config(tmp / "c.yaml", store, extra={"tracing": {"exporters": ["local", "xray-udp"]}})
     svc = start_rel_service(tmp, cfg, name="fuzz")
     yield FuzzService(svc, store)
-    svc.stop()
+    stop_tree(svc)
     assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())
 
 

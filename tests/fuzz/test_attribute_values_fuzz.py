@@ -24,7 +24,6 @@ store; ``test_a_lone_surrogate_value_loses_no_spans`` pins that (expected to fai
 from __future__ import annotations
 
 import math
-import signal
 import time
 import pickle
 from pathlib import Path
@@ -38,7 +37,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.conftest import FuzzService, assert_store_valid
 from tests.integration.service_runner import all_spans, wait_for, write_config
-from tests.reliability.support import start_rel_service
+from tests.reliability.support import start_rel_service, stop_tree
 
 keys = st.one_of(
     st.text(max_size=40), st.sampled_from(["", ".", "payment.method", "user.id", "a" * 300, "ключ", "k\x00ey"]),
@@ -125,7 +124,7 @@ def test_a_long_word_run_with_a_colon_does_not_stall_the_app(tmp_path: Path) -> 
             worst = max(worst, time.monotonic() - started)
         assert worst < 1.0, f"/hello took {worst:.2f} s while the agent scrubbed one attribute"
     finally:
-        svc.stop(signal.SIGKILL)
+        stop_tree(svc)
 
 
 @pytest.mark.xfail(strict=True, reason="agent/store.py: a lone surrogate in an attribute makes the SQLite insert raise "
@@ -150,4 +149,4 @@ def test_a_lone_surrogate_value_loses_no_spans(tmp_path: Path) -> None:
         expected = {f"before={i}" for i in range(5)} | {f"after={i}" for i in range(5)} | {"case=surrogate"}
         assert wait_for(lambda: expected <= queries(), timeout=5), sorted(expected - queries())
     finally:
-        svc.stop()
+        stop_tree(svc)

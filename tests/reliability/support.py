@@ -96,13 +96,28 @@ def alive(pid: int) -> bool:
 
 
 def p99_rounds(services: dict[str, str], *, rounds: int = 4, seconds: float = 2.0, path: str = "/hello",
-               connections: int = 1) -> dict[str, list[WrkResult]]:
-    """Interleaved wrk runs (order reversed on odd rounds) against each base URL; results per name."""
-    out: dict[str, list[WrkResult]] = {name: [] for name in services}
+               connections: int = 1, think_ms: int = 2) -> dict[str, list[WrkResult]]:
+    """Interleaved wrk runs (order reversed on odd rounds) against each base URL; results per name.
+
+    Steady load, not saturation: each connection waits ``think_ms`` between requests (wrk's
+    ``delay()``), a few hundred requests a second, so the two shared cores keep headroom and
+    a p99 shows what the agent does to a request rather than the run queue of a full machine.
+    """
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="pulsetrace-wrk-delay-", suffix=".lua")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"delay = function() return {int(think_ms)} end\n")
+    script = Path(name)
+    out: dict[str, list[WrkResult]] = {n: [] for n in services}
     names = list(services)
-    for i in range(rounds):
-        for name in (names if i % 2 == 0 else list(reversed(names))):
-            out[name].append(run_wrk(services[name] + path, seconds, connections=connections, timeout_s=5.0))
+    try:
+        for i in range(rounds):
+            for n in (names if i % 2 == 0 else list(reversed(names))):
+                out[n].append(run_wrk(services[n] + path, seconds, connections=connections, timeout_s=5.0,
+                                      script=script))
+    finally:
+        script.unlink(missing_ok=True)
     return out
 
 
@@ -292,3 +307,30 @@ def agent_tracebacks(output: str) -> list[str]:
     ours = (f"{ROOT}/agent/", f"{ROOT}/instrumentation/", f"{ROOT}/healthchecks/")
     blocks = output.split("Traceback (most recent call last):")[1:]
     return [b[:3000] for b in blocks if any(p in b for p in ours)]
+
+
+def stop_tree(svc: Service, timeout: float = 10.0) -> int | None:
+    """Stop the supervisor and everything under it, whatever state they are in.
+
+    SIGTERM to the supervisor first (it forwards to the app); then SIGKILL to every
+    process of the tree still there. SIGKILL to the supervisor alone would orphan the
+    app and leave it running after the test.
+    """
+    import signal
+
+    tree = descendants(svc.proc.pid)
+    code: int | None = None
+    if svc.proc.poll() is None:
+        svc.proc.send_signal(signal.SIGTERM)
+    try:
+        code = svc.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in tree + [p for p in descendants(svc.proc.pid) if p not in tree]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if code is None:
+        code = svc.proc.wait(5)
+    return code

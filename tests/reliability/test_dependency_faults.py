@@ -38,7 +38,7 @@ import httpx
 
 from tests.healthchecks.support import Answer, Gateway
 from tests.integration.service_runner import all_spans, wait_for, write_config
-from tests.reliability.support import agent_tracebacks, start_rel_service, thread_count, traffic, worker_pids
+from tests.reliability.support import agent_tracebacks, start_rel_service, stop_tree, thread_count, traffic, worker_pids
 from tests.servers import PostgresServer, RedisServer, free_port, wait_port
 
 INTERVAL, TIMEOUT, THRESHOLD, JITTER = 0.5, 0.4, 2, 0.1
@@ -152,5 +152,5 @@ def test_dependencies_failing_during_traffic(tmp_path: Path, postgres_own: Postg
         assert threads_after == threads_before
         assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())
     finally:
-        svc.stop()
+        stop_tree(svc)
         gateway.close()

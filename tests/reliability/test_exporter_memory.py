@@ -15,7 +15,6 @@ baseline stays under ``CAP_MB``. In CI the load runs 60 s; the slow variant runs
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from benchmarks.e2e_load import run_wrk
 from tests.integration.service_runner import write_config
-from tests.reliability.support import Blackhole, dropped, rss_mb, start_rel_service, worker_pids
+from tests.reliability.support import Blackhole, dropped, rss_mb, start_rel_service, stop_tree, worker_pids
 from tests.servers import free_port
 
 WARMUP_S = 20.0
@@ -70,7 +69,7 @@ def _run(tmp_path: Path, seconds: float) -> None:
         assert growth_after < FLAT_MB, f"RSS still growing after warm-up: +{growth_after:.1f} MB ({trail})"
         assert total < CAP_MB, f"RSS grew {total:.1f} MB over the baseline ({trail})"
     finally:
-        svc.stop(signal.SIGKILL)
+        stop_tree(svc)
         hole.close()
 
 

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from tests.integration.service_runner import all_spans, wait_for, write_config
-from tests.reliability.support import ppid, agent_tracebacks, alive, app_pids, start_rel_service, traffic, worker_pids
+from tests.reliability.support import agent_tracebacks, alive, app_pids, ppid, start_rel_service, stop_tree, traffic, worker_pids
 
 EXIT_BOUND_S = 1.5 + 1.5 + 1.5
 
@@ -35,13 +35,16 @@ def test_sigterm_mid_traffic_flushes_the_spans_of_every_answered_request(tmp_pat
     store = tmp_path / "store"
     cfg = write_config(tmp_path / "c.yaml", store, extra={"tracing": {"export_interval": "5s"}})
     svc = start_rel_service(tmp_path, cfg, workers=2)
-    worker_pids(svc, expected=2)
-    with traffic(svc.url, ["/hello"], threads=4) as load:
-        assert wait_for(lambda: len(load.answers) >= 100, timeout=30), load.outcomes[-5:]
-        started = time.monotonic()
-        svc.proc.send_signal(signal.SIGTERM)
-        code = svc.proc.wait(30)
-        elapsed = time.monotonic() - started
+    try:
+        worker_pids(svc, expected=2)
+        with traffic(svc.url, ["/hello"], threads=4) as load:
+            assert wait_for(lambda: len(load.answers) >= 100, timeout=30), load.outcomes[-5:]
+            started = time.monotonic()
+            svc.proc.send_signal(signal.SIGTERM)
+            code = svc.proc.wait(30)
+            elapsed = time.monotonic() - started
+    finally:
+        stop_tree(svc)
     answered = {seq for seq, status, _ in load.answers if status == 200}
     assert code == 0, svc.output()[-2000:]
     assert elapsed < EXIT_BOUND_S, f"exit took {elapsed:.2f} s"
@@ -99,6 +102,6 @@ def test_sigkill_of_one_worker_leaves_the_supervisor_and_the_other_worker_servin
         assert wait_for(lambda: set(served_by_new) <= stored_indexes(), timeout=15), (
             "spans of the replacement worker did not reach the store")
     finally:
-        code = svc.stop(signal.SIGTERM)
+        code = stop_tree(svc)
     assert code == 0, svc.output()[-2000:]
     assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())

@@ -23,6 +23,7 @@ import pytest
 from benchmarks.e2e_load import run_wrk
 from tests.integration.service_runner import write_config
 from tests.reliability.support import (
+    stop_tree,
     agent_tracebacks,
     fd_count,
     rss_mb,
@@ -94,5 +95,5 @@ def test_ten_minutes_of_steady_load_leave_memory_fds_and_threads_flat(
             assert max(fds) - min(fds) <= FD_BAND, summary
             assert len(threads) == 1, summary
     finally:
-        svc.stop()
+        stop_tree(svc)
     assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())

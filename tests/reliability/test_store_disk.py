@@ -20,7 +20,6 @@ filesystem is read-only from the start.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -32,7 +31,7 @@ import httpx
 import pytest
 
 from tests.integration.service_runner import all_spans, wait_for, write_config
-from tests.reliability.support import agent_tracebacks, dropped, start_rel_service
+from tests.reliability.support import agent_tracebacks, dropped, start_rel_service, stop_tree
 
 
 @contextmanager
@@ -88,7 +87,7 @@ def test_read_only_filesystem_drops_and_counts_then_recovers_when_writable(tmp_p
             assert _stored(store, lost) == 0
             assert wait_for(lambda: _failed_local(store) >= 30, timeout=10), dropped(store)
         finally:
-            svc.stop(signal.SIGTERM)
+            stop_tree(svc)
         assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())
 
 
@@ -109,7 +108,7 @@ def test_full_filesystem_drops_and_counts_then_recovers_when_space_returns(tmp_p
             assert wait_for(lambda: _stored(store, kept) == 10, timeout=20), svc.output()[-2000:]
             assert wait_for(lambda: _failed_local(store) > 0, timeout=10), dropped(store)
         finally:
-            svc.stop(signal.SIGTERM)
+            stop_tree(svc)
         assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())
 
 
@@ -131,6 +130,6 @@ def test_store_path_under_a_regular_file_drops_and_counts_then_recovers(tmp_path
         assert _stored(store, lost) == 0
         assert wait_for(lambda: _failed_local(store) >= 30, timeout=10), dropped(store)
     finally:
-        svc.stop(signal.SIGTERM)
+        stop_tree(svc)
         shutil.rmtree(blocker, ignore_errors=True)
     assert not agent_tracebacks(svc.output()), agent_tracebacks(svc.output())
