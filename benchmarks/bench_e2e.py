@@ -290,12 +290,14 @@ def measure(quick: bool) -> tuple[list[Variant], list[Comparison]]:
     rounds, seconds = (2, 3.0) if quick else (5, 8.0)
     warmup = 1.0 if quick else 2.0
     workdir = Path(tempfile.mkdtemp(prefix="pulsetrace-bench-e2e-"))
-    redis = RedisServer.create()
-    pg_server = PostgresServer.create()
+    redis: RedisServer | None = None
+    pg_server: PostgresServer | None = None
     peers: list[subprocess.Popen[bytes]] = []
     variants: list[Variant] = []
     script = post_script(BODY)
     try:
+        redis = RedisServer.create()
+        pg_server = PostgresServer.create()
         downstream_port = free_port()
         peers.append(_peer("downstream", downstream_port, 0, workdir))
         variants = build_variants(workdir, pg_server.dsn, redis.url, f"http://127.0.0.1:{downstream_port}")
@@ -318,8 +320,10 @@ def measure(quick: bool) -> tuple[list[Variant], list[Comparison]]:
         for p in peers:
             _stop(p)
         script.unlink(missing_ok=True)
-        redis.stop()
-        pg_server.destroy()
+        if redis is not None:
+            redis.stop()
+        if pg_server is not None:
+            pg_server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
