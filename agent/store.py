@@ -177,7 +177,7 @@ def _clean(value: object) -> object:
 def _attrs(mapping: Any) -> str:
     if not mapping:
         return "{}"
-    return json.dumps({str(k): _clean(v) for k, v in mapping.items()}, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps({str(k): _clean(v) for k, v in mapping.items()}, separators=(",", ":"), ensure_ascii=True)  # a lone surrogate must not fail the batch
 
 
 def span_row(span: Any, now: float) -> tuple[Any, ...]:
@@ -194,7 +194,7 @@ def span_row(span: Any, now: float) -> tuple[Any, ...]:
         f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent else None,
         span.name, span.kind.name.lower(), str(resource.get("service.name", "unknown_service")),
         span.start_time / 1e9, end / 1e9, status, span.status.description,
-        _attrs(span.attributes), json.dumps(events, ensure_ascii=False, default=str), _attrs(resource),
+        _attrs(span.attributes), json.dumps(events, ensure_ascii=True, default=str), _attrs(resource),
         json.dumps(links), span.instrumentation_scope.name if span.instrumentation_scope else "",
         1 if parent is not None and parent.is_remote else 0, now,
     )
