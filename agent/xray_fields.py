@@ -203,15 +203,17 @@ def server_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | N
     client = take(known, "client.address", "http.client_ip")
     if client:
         request["client_ip"] = cut(client, MAX_HTTP_FIELD_CHARS)
-    response = _response(known, status)
-    if not request and not response:
-        return None
+    return _http_block(request, _response(known, status))
+
+
+def _http_block(request: dict[str, Any], response: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``{"request": ..., "response": ...}`` with the empty halves left out; ``None`` when both are."""
     out: dict[str, Any] = {}
     if request:
         out["request"] = request
     if response:
         out["response"] = response
-    return out
+    return out or None
 
 
 def client_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | None:
@@ -223,15 +225,7 @@ def client_http(known: dict[str, Any], status: int | None) -> dict[str, Any] | N
     url = take(known, "url.full", "http.url")
     if url:
         request["url"] = clean_url(str(url))
-    response = _response(known, status)
-    if not request and not response:
-        return None
-    out: dict[str, Any] = {}
-    if request:
-        out["request"] = request
-    if response:
-        out["response"] = response
-    return out
+    return _http_block(request, _response(known, status))
 
 
 def _response(known: dict[str, Any], status: int | None) -> dict[str, Any]:
