@@ -11,14 +11,14 @@ __all__ = ["start", "shutdown"]
 
 
 def start(config_path: str | None = None) -> Any:
-    """Start the agent in this process (idempotent). Raises ``agent.config.ConfigError`` on a bad config."""
-    from agent.runtime import start as _start
+    """Start the agent in this process (idempotent). Raises ``pulsetrace.config.load.ConfigError`` on a bad config."""
+    from pulsetrace.runtime import start as _start
 
     return _start(config_path)
 
 
 def shutdown(timeout: float = 5.0) -> None:
     """Flush and stop the agent, waiting at most ``timeout`` seconds."""
-    from agent.runtime import shutdown as _shutdown
+    from pulsetrace.runtime import shutdown as _shutdown
 
     _shutdown(timeout)

@@ -1,5 +1,5 @@
 """``python -m agent``: the same as the ``pulsetrace`` command."""
 
-from agent.cli import main
+from pulsetrace.cli.main import main
 
 raise SystemExit(main())

@@ -39,7 +39,7 @@ class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
 class PulseTraceConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         try:
-            from agent.runtime import start
+            from pulsetrace.runtime import start
 
             start(os.environ.get("PULSETRACE_CONFIG") or None, role="worker")
         except Exception as exc:  # the application must start even when the agent cannot

@@ -16,13 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config, load_config
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.config.load import Config, load_config
+from pulsetrace.instrumentation import hooks
+from pulsetrace.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from agent.pipeline import SpanPipeline
+    from pulsetrace.metrics.request_metrics import Recorder
+    from pulsetrace.tracing.pipeline import SpanPipeline
 
 _log = logging.getLogger("pulsetrace")
 _lock = threading.Lock()
@@ -38,7 +40,7 @@ class Agent:
     provider: TracerProvider
     pipeline: SpanPipeline
     #: Per-request operation metrics (CloudWatch); ``None`` when metrics are off.
-    recorder: Any = None
+    recorder: Recorder | None = None
     instrumented: list[str] = field(default_factory=list)
     role: str = "app"
 
@@ -64,13 +66,13 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from agent.exporters.base import EXPORTERS, ExporterContext
-    from agent.pipeline import SpanPipeline
-    from agent.resource import build_resource
-    from agent.store import CounterWriter
-    from agent.sampling import build_sampler
-    from instrumentation.keep_errors import build_keep_errors
-    from instrumentation.pii import build_scrubber
+    from pulsetrace.exporters.base import EXPORTERS, ExporterContext
+    from pulsetrace.tracing.pipeline import SpanPipeline
+    from pulsetrace.tracing.resource import build_resource
+    from pulsetrace.store import CounterWriter
+    from pulsetrace.tracing.sampling import build_sampler
+    from pulsetrace.instrumentation.keep_errors import build_keep_errors
+    from pulsetrace.instrumentation.pii import build_scrubber
 
     metrics = SelfMetrics()
     ctx = ExporterContext(cfg, metrics)
@@ -81,7 +83,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     if cfg.metrics.cloudwatch.mode != "off":
         # Request metrics come from the middleware and business spans for every request, sampled or
         # not; the pipeline's span hooks would only see the recorded ones, so none is added here.
-        from agent.span_metrics import build_recorder
+        from pulsetrace.metrics.request_metrics import build_recorder
 
         recorder = build_recorder(cfg, metrics)
     pipeline = SpanPipeline(
@@ -136,11 +138,12 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
         trace.set_tracer_provider(agent.provider)
         install_propagators()
         if instrument:
-            from instrumentation.auto import activate
+            from pulsetrace.instrumentation.auto import activate
 
-            agent.instrumented = activate(cfg, agent)
+            agent.instrumented = activate(cfg, agent.provider)
         if agent.recorder is not None:
             agent.recorder.start()
+        hooks.install(agent.recorder)
         _AGENT = agent
         if not _ATEXIT_REGISTERED:
             atexit.register(_atexit_shutdown)
@@ -161,8 +164,9 @@ def shutdown(timeout: float = 5.0) -> None:
         _AGENT = None
     if agent is None:
         return
+    hooks.clear()
     try:
-        from instrumentation.auto import deactivate
+        from pulsetrace.instrumentation.auto import deactivate
 
         deactivate()
     except Exception:

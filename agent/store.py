@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.selfmetrics import SelfMetrics
 
 _log = logging.getLogger("pulsetrace.store")
 

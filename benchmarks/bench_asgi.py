@@ -65,7 +65,7 @@ def _per_request(app: Any, n: int) -> float:
 def run(quick: bool) -> list[Comparison]:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    from instrumentation.asgi import PulseTraceMiddleware
+    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 
     n = 3000 if quick else 20000
     rounds = 3 if quick else 7

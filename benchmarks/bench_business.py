@@ -33,15 +33,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.util._once import Once
 
-from agent.config import config_from_mapping
-from agent.config_schema import RuleConfig, TierConfig
-from agent.exporters.base import ExportOutcome
-from agent.pipeline import SpanPipeline
-from agent.sampling import TieredSampler
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import RuleConfig, TierConfig
+from pulsetrace.exporters.base import ExportOutcome
+from pulsetrace.tracing.pipeline import SpanPipeline
+from pulsetrace.tracing.sampling import TieredSampler
+from pulsetrace.selfmetrics import SelfMetrics
 from benchmarks.harness import Comparison, interleaved
-from instrumentation.business import business_span
-from instrumentation.pii import build_scrubber
+from pulsetrace.instrumentation.business import business_span
+from pulsetrace.instrumentation.pii import build_scrubber
 
 RESOURCE = Resource({"service.name": "shop-api", "service.version": "1.4.2", "deployment.environment": "uat",
                      "cloud.provider": "aws", "cloud.region": "ap-south-1"})
@@ -176,7 +176,7 @@ def unsampled(rounds: int, n: int, *, keep_errors: bool) -> Comparison:
                                    resource=RESOURCE, shutdown_on_exit=False)
     if keep_errors:
         metrics = SelfMetrics()
-        from instrumentation.keep_errors import KeepErrorsBuffer
+        from pulsetrace.instrumentation.keep_errors import KeepErrorsBuffer
 
         ours_provider.add_span_processor(SpanPipeline([], metrics, unsampled_hook=KeepErrorsBuffer(metrics)))
     peer_provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF), resource=RESOURCE, shutdown_on_exit=False)

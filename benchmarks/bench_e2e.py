@@ -56,7 +56,7 @@ from typing import Any
 
 import yaml
 
-from agent.demo.local_servers import PostgresServer, RedisServer, free_port, wait_port
+from pulsetrace.demo.local_servers import PostgresServer, RedisServer, free_port, wait_port
 from benchmarks.e2e_load import WrkResult, post_script, run_wrk, tree_cpu_seconds
 from benchmarks.harness import Comparison
 
@@ -126,7 +126,7 @@ def _get_json(url: str) -> Any:
 
 
 def xray_udp_available() -> bool:
-    return importlib.util.find_spec("agent.exporters.xray_udp") is not None
+    return importlib.util.find_spec("pulsetrace.exporters.xray_udp") is not None
 
 
 def _pulsetrace_config(path: Path, store: Path, *, all_sampled: bool, udp_port: int | None) -> Path:
@@ -166,7 +166,7 @@ def build_variants(workdir: Path, dsn: str, redis_url: str, downstream: str) -> 
                                                                     "BENCH_XRAY_DAEMON": f"127.0.0.1:{udp}"},
                             port, sink_port=sink))
     variants[-1].info["udp_port"] = udp
-    ours = [sys.executable, "-m", "agent.cli", "run", "--config"]
+    ours = [sys.executable, "-m", "pulsetrace.cli.main", "run", "--config"]
     port, sink = free_port(), free_port()
     udp = free_port()
     use_udp = xray_udp_available()
@@ -231,7 +231,7 @@ def _exported(v: Variant) -> str:
         return f"OTLP POSTs: {paths}" if paths else "nothing"
     store = v.info.get("store")
     if store:
-        from agent.store import LocalStore
+        from pulsetrace.store import LocalStore
 
         s = LocalStore(store, create=False)
         if not s.exists():

@@ -17,10 +17,10 @@ import time
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from agent.config import config_from_mapping
-from agent.emf import emf_documents, encode
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import Recorder
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.metrics.emf import emf_documents, encode
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import Recorder
 from benchmarks.harness import Comparison, interleaved
 
 _OPS = [("POST /payments", "critical"), ("GET /orders/{order_id}", "business"), ("GET /catalog", "general"),

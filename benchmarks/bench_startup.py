@@ -29,7 +29,7 @@ def run(quick: bool) -> list[Comparison]:
     cwd = tempfile.mkdtemp(prefix="pulsetrace-bench-startup-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PULSETRACE_"))}
     env["PULSETRACE_STORE"] = os.path.join(cwd, "store")
-    ours = [sys.executable, "-m", "agent.cli", "run", "--", sys.executable, "-c", "pass"]
+    ours = [sys.executable, "-m", "pulsetrace.cli.main", "run", "--", sys.executable, "-c", "pass"]
     oi = shutil.which("opentelemetry-instrument")
     if oi is None:
         raise RuntimeError("opentelemetry-instrument is not installed (pip install '.[dev]')")

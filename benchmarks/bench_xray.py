@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agent.xray_segments import XRayTranslator
+from pulsetrace.xray.segments import XRayTranslator
 from benchmarks.harness import Comparison, interleaved
 
 RESOURCE = {"service.name": "shop-api", "service.version": "1.4.2", "deployment.environment": "uat",

@@ -17,7 +17,7 @@ comes from the environment:
   async recorder, ``patch_all()``, every request sampled, UDP to
   ``BENCH_XRAY_DAEMON``; the business span is an X-Ray subsegment) and
   ``pulsetrace`` (under ``pulsetrace run``: nothing in the app; the business span is
-  ``instrumentation.business_span`` when that API exists, else a plain OTel span).
+  ``pulsetrace.instrumentation.business_span`` when that API exists, else a plain OTel span).
 - ``BENCH_DB_DSN``, ``BENCH_REDIS_URL``, ``BENCH_DOWNSTREAM_URL``.
 """
 
@@ -54,14 +54,14 @@ def _otel_span(name: str, attributes: dict[str, Any]) -> AbstractContextManager[
 
 def _pulsetrace_business_span() -> tuple[BusinessSpan, str]:
     try:
-        from instrumentation import business_span
+        from pulsetrace.instrumentation import business_span
     except ImportError:
-        return _otel_span, "plain OpenTelemetry span (instrumentation.business_span not available)"
+        return _otel_span, "plain OpenTelemetry span (pulsetrace.instrumentation.business_span not available)"
 
     def span(name: str, attributes: dict[str, Any]) -> AbstractContextManager[Any]:
         return business_span(name, tier="business", **attributes)
 
-    return span, "instrumentation.business_span"
+    return span, "pulsetrace.instrumentation.business_span"
 
 
 def _xray_span(recorder: Any) -> BusinessSpan:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from healthchecks.base import Probe, ProbeResult, Status
+    from pulsetrace.healthchecks.base import Probe, ProbeResult, Status
 
 __all__ = ["Probe", "ProbeResult", "Status"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from healthchecks import base
+        from pulsetrace.healthchecks import base
 
         return getattr(base, name)
     raise AttributeError(f"module 'healthchecks' has no attribute {name!r}")

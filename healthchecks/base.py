@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
-    from agent.store import LocalStore
-    from healthchecks.heartbeats import HeartbeatBook
-    from healthchecks.redact import Redactor
+    from pulsetrace.store import LocalStore
+    from pulsetrace.healthchecks.heartbeats import HeartbeatBook
+    from pulsetrace.healthchecks.redact import Redactor
 
 #: A measurement value: numbers for metrics, short strings / string lists for the details.
 Measurement = Union[float, int, bool, str, list[str]]

@@ -3,12 +3,12 @@
 The target may be:
 
 - a class: instantiated once as ``Target(**options)``; its ``check()`` (async, or plain and
-  then run on a worker thread) returns a :class:`~healthchecks.base.ProbeResult`;
+  then run on a worker thread) returns a :class:`~pulsetrace.healthchecks.base.ProbeResult`;
 - an ``async def`` function: awaited as ``target(**options)`` on every check;
 - a plain function: called as ``target(**options)`` on a worker thread (so a blocking
   check cannot stall the other probes or the health server).
 
-A check may also return a :class:`~healthchecks.base.Status` or a bool (True UP, False
+A check may also return a :class:`~pulsetrace.healthchecks.base.Status` or a bool (True UP, False
 DOWN). An exception is a DOWN result with the (redacted) error as detail.
 """
 
@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import ProbeContext, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 
 class CustomProbeError(Exception):

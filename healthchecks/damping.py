@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from healthchecks.base import Status
+from pulsetrace.healthchecks.base import Status
 
 
 @dataclass(frozen=True)

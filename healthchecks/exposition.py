@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.selfmetrics import SelfMetrics
+    from pulsetrace.selfmetrics import SelfMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUSES = ("UP", "DEGRADED", "DOWN", "UNKNOWN")

@@ -17,12 +17,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from healthchecks.base import Status
-from healthchecks.damping import Transition
-from healthchecks.sla import RETENTION_MINUTES, MinuteRow
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.damping import Transition
+from pulsetrace.healthchecks.sla import RETENTION_MINUTES, MinuteRow
 
 if TYPE_CHECKING:
-    from agent.store import LocalStore
+    from pulsetrace.store import LocalStore
 
 MAX_TRANSITIONS = 1000
 

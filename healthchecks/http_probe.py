@@ -5,7 +5,7 @@ an outage, and the TLS certificate is seen on every check). The body is read up 
 :data:`MAX_BODY` only when a ``json_condition`` needs it. Credentials (headers, basic
 auth, URL userinfo or query tokens) are never put in a detail: the redactor masks them
 even when an error message echoes the request. The ``razorpay`` preset lives in
-:mod:`healthchecks.razorpay` and reuses this transport.
+:mod:`pulsetrace.healthchecks.razorpay` and reuses this transport.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
-from healthchecks.jsoncond import JsonCondition
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.jsoncond import JsonCondition
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 MAX_BODY = 1024 * 1024
 DEFAULT_LATENCY_MS = 1000.0

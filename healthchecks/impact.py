@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Status
+from pulsetrace.healthchecks.base import Status
 
 if TYPE_CHECKING:
-    from agent.config_schema import ImpactConfig
-    from healthchecks.sla import Sums
+    from pulsetrace.config.schema import ImpactConfig
+    from pulsetrace.healthchecks.sla import Sums
 
 
 def window_revenue(cfg: ImpactConfig, sums: Sums) -> float:

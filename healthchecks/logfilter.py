@@ -13,7 +13,7 @@ born: the logging record factory is wrapped while a health service runs and rest
 the last one stops (left as a pass-through if another library wrapped it meanwhile). A
 traceback that carried a secret is kept as redacted text (``exc_text``) and its
 ``exc_info`` removed, so a handler that formats the exception itself cannot find the secret
-either. Installed by :class:`~healthchecks.service.HealthService`. Never raises.
+either. Installed by :class:`~pulsetrace.healthchecks.service.HealthService`. Never raises.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from healthchecks.redact import Redactor
+from pulsetrace.healthchecks.redact import Redactor
 
 #: Loggers whose records (and their children's) are redacted: the probes' drivers, and asyncio,
 #: which logs the exceptions of tasks nobody awaited (a probe's driver error among them).

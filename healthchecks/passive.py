@@ -24,10 +24,10 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 DEFAULT_SUCCESS_RATE = 99.0
 _SUCCESS = ("success", "ok", "succeeded", "true")

@@ -12,10 +12,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 DEFAULTS = {"connect_ms": 1000.0, "query_ms": 500.0, "replay_lag_s": 30.0}
 

@@ -15,11 +15,11 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status
-from healthchecks.http_probe import DEFAULT_LATENCY_MS, HttpTransport, env_credentials, error_detail
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status
+from pulsetrace.healthchecks.http_probe import DEFAULT_LATENCY_MS, HttpTransport, env_credentials, error_detail
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 DEFAULT_URL = "https://api.razorpay.com"
 PATH = "/v1/payments/downtimes"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 if TYPE_CHECKING:
-    from agent.config_schema import Config, ProbeConfig
+    from pulsetrace.config.schema import Config, ProbeConfig
 
 MASK = "****"
 #: Secrets shorter than this are not searched for (they would mangle every detail line);

@@ -12,10 +12,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 #: ping_ms: slower PING → DEGRADED; memory_ratio: used/maxmemory above → DEGRADED;
 #: hit_ratio: below → DEGRADED (0 disables); evictions: more evicted keys since the last check → DEGRADED

@@ -12,23 +12,23 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Probe, ProbeContext
+from pulsetrace.healthchecks.base import Probe, ProbeContext
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 ProbeFactory = Callable[["ProbeConfig", ProbeContext], Probe]
 
 PROBES: dict[str, str] = {
-    "postgres": "healthchecks.postgres_probe:PostgresProbe",
-    "redis": "healthchecks.redis_probe:RedisProbe",
-    "http": "healthchecks.http_probe:HttpProbe",
-    "rfid": "healthchecks.rfid:RfidProbe",
-    "passive": "healthchecks.passive:PassiveProbe",
-    "custom": "healthchecks.custom:CustomProbe",
+    "postgres": "pulsetrace.healthchecks.postgres_probe:PostgresProbe",
+    "redis": "pulsetrace.healthchecks.redis_probe:RedisProbe",
+    "http": "pulsetrace.healthchecks.http_probe:HttpProbe",
+    "rfid": "pulsetrace.healthchecks.rfid:RfidProbe",
+    "passive": "pulsetrace.healthchecks.passive:PassiveProbe",
+    "custom": "pulsetrace.healthchecks.custom:CustomProbe",
 }
 PRESETS: dict[tuple[str, str], str] = {
-    ("http", "razorpay"): "healthchecks.razorpay:RazorpayProbe",
+    ("http", "razorpay"): "pulsetrace.healthchecks.razorpay:RazorpayProbe",
 }
 _registered: dict[str, ProbeFactory] = {}
 

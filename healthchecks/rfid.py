@@ -23,10 +23,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import Measurement, ProbeContext, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 DEFAULTS = {"degraded_ratio": 0.9, "down_ratio": 0.5, "min_readers": 1.0}
 MAX_READERS = 10_000
@@ -170,7 +170,7 @@ class RfidProbe:
     def _drop_redis(self) -> None:
         client, self._redis = self._redis, None
         if client is not None:
-            from healthchecks.redis_probe import abort_client, close_later
+            from pulsetrace.healthchecks.redis_probe import abort_client, close_later
 
             abort_client(client)
             close_later(client, self._closing)
@@ -181,6 +181,6 @@ class RfidProbe:
             try:
                 await asyncio.wait_for(client.aclose(), timeout=1.0)
             except BaseException:
-                from healthchecks.redis_probe import abort_client
+                from pulsetrace.healthchecks.redis_probe import abort_client
 
                 abort_client(client)

@@ -2,7 +2,7 @@
 
 | path | methods | answer |
 |---|---|---|
-| ``/health``, ``/health/ready`` | GET, HEAD | 200/503 ``{"status", "stale"}`` (see :mod:`healthchecks.status`) |
+| ``/health``, ``/health/ready`` | GET, HEAD | 200/503 ``{"status", "stale"}`` (see :mod:`pulsetrace.healthchecks.status`) |
 | ``/health/live`` | GET, HEAD | 200 while this loop runs and, under ``run``, the child lives |
 | ``/health/details`` | GET, HEAD | the details JSON; Bearer token when set, else loopback only (401) |
 | ``/metrics`` | GET, HEAD | Prometheus text |
@@ -19,11 +19,11 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agent.health_server import Request, Response, error, json_response
-from healthchecks.exposition import CONTENT_TYPE, render
+from pulsetrace.http_server import Request, Response, error, json_response
+from pulsetrace.healthchecks.exposition import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
-    from healthchecks.service import HealthService
+    from pulsetrace.healthchecks.service import HealthService
 
 _READ = ("GET", "HEAD")
 

@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from healthchecks.base import Measurement, Probe, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.base import Measurement, Probe, ProbeResult, Status, describe_error
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
-    from healthchecks.redact import Redactor
+    from pulsetrace.config.schema import ProbeConfig
+    from pulsetrace.healthchecks.redact import Redactor
 
 _log = logging.getLogger("pulsetrace.health")
 MAX_DETAIL = 300

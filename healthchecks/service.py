@@ -2,7 +2,7 @@
 
 :class:`HealthService` owns everything on one asyncio loop: a :class:`ProbeRunner` per probe,
 the flap damper, SLA tracker and impact tracker per probe, the snapshot the endpoints
-answer from, and the :class:`~agent.health_server.HealthServer`. Every probe result updates
+answer from, and the :class:`~pulsetrace.http_server.HealthServer`. Every probe result updates
 the snapshot (a new dict each time, swapped in whole, so readers on other threads see a
 consistent one), notifies snapshot listeners, and queues the changed SLA minute buckets and
 transitions for the local store, written by one I/O thread every few seconds.
@@ -26,22 +26,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from healthchecks import logfilter
-from healthchecks.base import Probe, ProbeContext, ProbeResult, Status, describe_error
-from healthchecks.damping import Damper, Transition
-from healthchecks.heartbeats import HeartbeatBook
-from healthchecks.impact import ImpactTracker, window_revenue
-from healthchecks.redact import Redactor
-from healthchecks.scheduler import ProbeRunner
-from healthchecks.sla import RETENTION_MINUTES, SlaTracker
-from healthchecks.status import ProbeView, http_status, overall
+from pulsetrace.healthchecks import logfilter
+from pulsetrace.healthchecks.base import Probe, ProbeContext, ProbeResult, Status, describe_error
+from pulsetrace.healthchecks.damping import Damper, Transition
+from pulsetrace.healthchecks.heartbeats import HeartbeatBook
+from pulsetrace.healthchecks.impact import ImpactTracker, window_revenue
+from pulsetrace.healthchecks.redact import Redactor
+from pulsetrace.healthchecks.scheduler import ProbeRunner
+from pulsetrace.healthchecks.sla import RETENTION_MINUTES, SlaTracker
+from pulsetrace.healthchecks.status import ProbeView, http_status, overall
 
 if TYPE_CHECKING:
-    from agent.config_schema import Config, ProbeConfig
-    from agent.health_server import HealthServer
-    from agent.selfmetrics import SelfMetrics
-    from agent.store import LocalStore
-    from healthchecks.history import HealthHistory
+    from pulsetrace.config.schema import Config, ProbeConfig
+    from pulsetrace.http_server import HealthServer
+    from pulsetrace.selfmetrics import SelfMetrics
+    from pulsetrace.store import LocalStore
+    from pulsetrace.healthchecks.history import HealthHistory
 
 _log = logging.getLogger("pulsetrace.health")
 PERSIST_INTERVAL = 5.0
@@ -97,7 +97,7 @@ class HealthService:
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulsetrace-health-io")
         self.history: HealthHistory | None = None
         if store is not None and persist:
-            from healthchecks.history import HealthHistory
+            from pulsetrace.healthchecks.history import HealthHistory
 
             self.history = HealthHistory(store)
         ctx = ProbeContext(redactor=self.redactor, heartbeats=self.heartbeats, store=store, clock=clock, io=self._io)
@@ -128,7 +128,7 @@ class HealthService:
         self._publish()
 
     def _build(self, pc: ProbeConfig, ctx: ProbeContext) -> Probe:
-        from healthchecks.registry import build_probe
+        from pulsetrace.healthchecks.registry import build_probe
 
         try:
             return build_probe(pc, ctx)
@@ -252,8 +252,8 @@ class HealthService:
         if self.history is not None:
             await self._load_history()
         if serve:
-            from agent.health_server import HealthServer, split_listen
-            from healthchecks.routes import Routes
+            from pulsetrace.http_server import HealthServer, split_listen
+            from pulsetrace.healthchecks.routes import Routes
 
             host, port = split_listen(self.cfg.health.listen)
             self.server = HealthServer(Routes(self).handle, host, port, max_connections=self.cfg.health.max_connections)
@@ -398,7 +398,7 @@ async def _copy_details(service: HealthService) -> dict[str, Any]:
 
 def open_store(cfg: Config) -> LocalStore | None:
     try:
-        from agent.store import LocalStore
+        from pulsetrace.store import LocalStore
 
         return LocalStore(cfg.store.path, retention_s=cfg.store.retention, max_mb=cfg.store.max_mb)
     except Exception as exc:

@@ -23,7 +23,7 @@ multiples of the sustainable rate.
 Memory: a ring of 30 days of minute buckets in flat arrays (about 2.4 MB per probe) plus
 hourly sums, so a window query reads at most ~840 slots; latency histograms are kept for
 ``hist_minutes``. Pure computation: the clock is a parameter, persistence is
-:mod:`healthchecks.history`.
+:mod:`pulsetrace.healthchecks.history`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthchecks.base import Status
+from pulsetrace.healthchecks.base import Status
 
 MINUTE = 60
 RETENTION_MINUTES = 30 * 1440
@@ -119,7 +119,7 @@ class Sums:
 
 @dataclass(frozen=True)
 class MinuteRow:
-    """One persisted bucket (see :mod:`healthchecks.history`)."""
+    """One persisted bucket (see :mod:`pulsetrace.healthchecks.history`)."""
 
     minute: int
     up_s: float

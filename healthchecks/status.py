@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from healthchecks.base import Status
+from pulsetrace.healthchecks.base import Status
 
 
 @dataclass(frozen=True)

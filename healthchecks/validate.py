@@ -1,6 +1,6 @@
 """Semantic checks of one probe's configuration, one :class:`Problem` per mistake.
 
-Called by :func:`agent.config._probe_problems` once the types are right. Never shows a
+Called by :func:`pulsetrace.config.load._probe_problems` once the types are right. Never shows a
 secret value: URLs are shown masked. Imports nothing heavy (no driver, no user module: a
 custom ``target`` is checked for its form only, it is imported when the probe is built).
 """
@@ -12,10 +12,10 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from agent.config_validate import Problem
+from pulsetrace.config.build import Problem
 
 if TYPE_CHECKING:
-    from agent.config_schema import ProbeConfig
+    from pulsetrace.config.schema import ProbeConfig
 
 THRESHOLD_KEYS: dict[str, tuple[str, ...]] = {
     "postgres": ("connect_ms", "query_ms", "replay_lag_s"),
@@ -33,7 +33,7 @@ RFID_SOURCE_KEYS = ("redis_url", "key_pattern", "dsn", "query", "push")
 
 
 def _masked(url: str) -> str:
-    from agent.config import mask_url
+    from pulsetrace.config.load import mask_url
 
     return mask_url(url)
 
@@ -75,7 +75,7 @@ def probe_problems(key: str, probe: ProbeConfig) -> list[Problem]:
 def _http_problems(key: str, probe: ProbeConfig) -> list[Problem]:
     problems: list[Problem] = []
     if probe.json_condition:
-        from healthchecks.jsoncond import JsonCondition
+        from pulsetrace.healthchecks.jsoncond import JsonCondition
 
         try:
             JsonCondition.parse(probe.json_condition)

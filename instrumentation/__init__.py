@@ -3,7 +3,7 @@
 The business API is re-exported here and loaded on first use, so that importing
 ``instrumentation`` (which the agent's bootstrap does early) costs nothing::
 
-    from instrumentation import business_operation, business_span, set_business_attributes, record_outcome
+    from pulsetrace.instrumentation import business_operation, business_span, set_business_attributes, record_outcome
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from instrumentation.business import business_operation, business_span, record_outcome, set_business_attributes
+    from pulsetrace.instrumentation.business import business_operation, business_span, record_outcome, set_business_attributes
 
 __all__ = ["business_operation", "business_span", "record_outcome", "set_business_attributes"]
 
-_LAZY = {name: "instrumentation.business" for name in __all__}
+_LAZY = {name: "pulsetrace.instrumentation.business" for name in __all__}
 
 
 def __getattr__(name: str) -> Any:

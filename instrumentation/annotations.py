@@ -36,9 +36,9 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent.config_schema import Config
-from agent.selfmetrics import SelfMetrics
-from instrumentation.spans import copy_span
+from pulsetrace.config.schema import Config
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.spans import copy_span
 
 __all__ = ["ANNOTATIONS_ATTR", "MAX_ANNOTATIONS_PER_TRACE", "MAX_KEY_CHARS", "MAX_VALUE_CHARS", "Annotator",
            "annotation_key", "annotation_value", "build_annotator", "merge_index_keys"]

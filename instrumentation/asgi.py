@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agent import runtime as _runtime
+from pulsetrace.instrumentation import hooks as _hooks
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -204,8 +204,8 @@ class PulseTraceMiddleware:
                 span.end()
             finally:
                 otel_context.detach(token)  # type: ignore[arg-type]
-        agent = _runtime._AGENT
-        if agent is not None and agent.recorder is not None:
-            agent.recorder.record(f"{method} {route}", "", latency_ms, error, fault,
+        recorder = _hooks.recorder
+        if recorder is not None:
+            recorder.record(f"{method} {route}", "", latency_ms, error, fault,
                                   routed=_route_of(scope) is not None, status=status)
 

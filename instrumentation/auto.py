@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from agent.config_validate import ConfigError, Problem
+from pulsetrace.config.build import ConfigError, Problem
 
 if TYPE_CHECKING:
-    from agent.config_schema import Config
-    from agent.runtime import Agent
+    from pulsetrace.config.schema import Config
+    from opentelemetry.trace import TracerProvider
 
 _log = logging.getLogger("pulsetrace.instrumentation")
 Undo = Callable[[], None]
@@ -39,24 +39,24 @@ class Instrumentation:
     module: str
     #: The distribution to look for when deciding whether the library is installed.
     library: str
-    activate: Callable[[ModuleType, Agent], Undo]
+    activate: Callable[[ModuleType, TracerProvider], Undo]
 
 
-def _contrib(instrumentor_path: str, **kwargs: Any) -> Callable[[ModuleType, Agent], Undo]:
+def _contrib(instrumentor_path: str, **kwargs: Any) -> Callable[[ModuleType, TracerProvider], Undo]:
     """Activate an upstream contrib ``BaseInstrumentor`` with our tracer provider."""
 
-    def activate(_module: ModuleType, agent: Agent) -> Undo:
+    def activate(_module: ModuleType, provider: TracerProvider) -> Undo:
         mod_name, cls_name = instrumentor_path.rsplit(":", 1)
         instrumentor = getattr(importlib.import_module(mod_name), cls_name)()
-        instrumentor.instrument(tracer_provider=agent.provider, skip_dep_check=True, **kwargs)
+        instrumentor.instrument(tracer_provider=provider, skip_dep_check=True, **kwargs)
         return lambda: instrumentor.uninstrument()
 
     return activate
 
 
-def _uvicorn(module: ModuleType, agent: Agent) -> Undo:
+def _uvicorn(module: ModuleType, provider: TracerProvider) -> Undo:
     """Wrap the app every ``uvicorn.Config`` loads (uvicorn, and gunicorn's UvicornWorker)."""
-    from instrumentation.asgi import PulseTraceMiddleware
+    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 
     config_cls = module.Config
     original = config_cls.load
@@ -64,7 +64,7 @@ def _uvicorn(module: ModuleType, agent: Agent) -> Undo:
     def load(self: Any) -> None:
         original(self)
         try:
-            _wrap_inside_proxy_headers(self, lambda app: PulseTraceMiddleware(app, agent.provider))
+            _wrap_inside_proxy_headers(self, lambda app: PulseTraceMiddleware(app, provider))
         except Exception:
             _log.debug("could not wrap the ASGI app", exc_info=True)
 
@@ -83,7 +83,7 @@ def _wrap_inside_proxy_headers(config: Any, wrap: Callable[[Any], Any]) -> None:
     ``X-Forwarded-For``/``-Proto`` (for trusted proxies); wrapped inside it, the server span
     records the real client address, not the load balancer's.
     """
-    from instrumentation.asgi import PulseTraceMiddleware
+    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 
     outer = config.loaded_app
     if isinstance(outer, PulseTraceMiddleware):
@@ -96,11 +96,11 @@ def _wrap_inside_proxy_headers(config: Any, wrap: Callable[[Any], Any]) -> None:
     config.loaded_app = wrap(outer)
 
 
-def _gunicorn(module: ModuleType, agent: Agent) -> Undo:
+def _gunicorn(module: ModuleType, provider: TracerProvider) -> Undo:
     """Wrap WSGI apps that gunicorn's sync/gthread workers load (ASGI apps are left to uvicorn)."""
     import inspect
 
-    from instrumentation.wsgi import PulseTraceWSGIMiddleware
+    from pulsetrace.instrumentation.wsgi import PulseTraceWSGIMiddleware
 
     base = module.BaseApplication
     original = base.wsgi
@@ -114,7 +114,7 @@ def _gunicorn(module: ModuleType, agent: Agent) -> Undo:
             is_asgi = ("uvicorn" in worker.lower() or "asgi" in worker.lower()
                        or inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call))
             if not is_asgi and not isinstance(app, PulseTraceWSGIMiddleware):
-                app = PulseTraceWSGIMiddleware(app, agent.provider)
+                app = PulseTraceWSGIMiddleware(app, provider)
                 self.callable = app
         except Exception:
             _log.debug("could not wrap the WSGI app", exc_info=True)
@@ -224,7 +224,7 @@ def _disabled_names(cfg: Config) -> set[str]:
     return names
 
 
-def activate(cfg: Config, agent: Agent) -> list[str]:
+def activate(cfg: Config, provider: TracerProvider) -> list[str]:
     """Arrange for every enabled instrumentation to activate; returns their names.
 
     Libraries already imported are instrumented now; the others when first imported.
@@ -245,7 +245,7 @@ def activate(cfg: Config, agent: Agent) -> list[str]:
             if inst.name in disabled or not _installed(inst.library):
                 continue
             enabled.append(inst.name)
-            hook = _make_hook(inst, agent)
+            hook = _make_hook(inst, provider)
             existing = sys.modules.get(inst.module)
             if existing is not None:
                 now.append((hook, existing))
@@ -257,7 +257,7 @@ def activate(cfg: Config, agent: Agent) -> list[str]:
     return enabled
 
 
-def _make_hook(inst: Instrumentation, agent: Agent) -> Callable[[ModuleType], None]:
+def _make_hook(inst: Instrumentation, provider: TracerProvider) -> Callable[[ModuleType], None]:
     done = threading.Event()
 
     def hook(module: ModuleType) -> None:
@@ -267,7 +267,7 @@ def _make_hook(inst: Instrumentation, agent: Agent) -> Callable[[ModuleType], No
         if _finder is not None:
             _finder.hooks.pop(inst.module, None)
         try:
-            undo = inst.activate(module, agent)
+            undo = inst.activate(module, provider)
         except Exception as exc:  # a broken instrumentor must not break the application's import
             _log.warning("pulsetrace: %s instrumentation not activated: %s", inst.name, exc)
             return

@@ -46,9 +46,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from agent import runtime as _runtime
-from agent.config_schema import TIER_NAMES
-from instrumentation.annotations import ANNOTATIONS_ATTR, merge_index_keys
+from pulsetrace.instrumentation import hooks as _hooks
+from pulsetrace.config.schema import TIER_NAMES
+from pulsetrace.instrumentation.annotations import ANNOTATIONS_ATTR, merge_index_keys
 
 __all__ = ["business_operation", "business_span", "namespace_key", "record_outcome", "set_business_attributes"]
 
@@ -283,9 +283,9 @@ class _BusinessSpan:
                     _finish(op.span, token, None if cancelled else exc, success, reason)
                 except Exception:  # the span is ended and the context restored even so
                     pass
-            agent = _runtime._AGENT
-            if agent is not None and agent.recorder is not None:
-                agent.recorder.record(op.name, op.tier, latency_ms, not success and not fault, fault)
+            recorder = _hooks.recorder
+            if recorder is not None:
+                recorder.record(op.name, op.tier, latency_ms, not success and not fault, fault)
         except Exception:
             pass
         finally:

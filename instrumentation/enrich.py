@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from instrumentation.spans import copy_span
+from pulsetrace.instrumentation.spans import copy_span
 
 _SQL_SYSTEMS = {"postgresql", "mysql", "mariadb", "mssql", "oracle", "sqlite", "other_sql"}
 
@@ -37,7 +37,7 @@ def db_peer_service(attrs: Any) -> str | None:
 def enrich_attributes(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     """``attrs`` with ``peer.service`` and the current keys added, or ``None`` when nothing is to add.
 
-    The form the scrubber uses (:func:`instrumentation.pii.build_scrubber`), so a
+    The form the scrubber uses (:func:`pulsetrace.instrumentation.pii.build_scrubber`), so a
     database span is enriched and scrubbed in one copy.
     """
     if "peer.service" in attrs:

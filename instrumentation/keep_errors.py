@@ -41,9 +41,9 @@ from collections.abc import Callable, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from agent.config_schema import Config
-from agent.selfmetrics import SelfMetrics
-from instrumentation.spans import copy_span
+from pulsetrace.config.schema import Config
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.spans import copy_span
 
 __all__ = ["KEPT_BY_ATTR", "KeepErrorsBuffer", "build_keep_errors", "span_failed", "with_attributes"]
 

@@ -3,7 +3,7 @@
 :func:`build_scrubber` gives the pipeline its export-side transform: every span
 (on the export thread, never on the request path) goes through
 :class:`PiiScrubber` and then the annotation step of
-:mod:`instrumentation.annotations`. What is scrubbed, in span names, attribute
+:mod:`pulsetrace.instrumentation.annotations`. What is scrubbed, in span names, attribute
 values, event names and attributes (``exception.message``,
 ``exception.stacktrace``), link attributes and the status description:
 
@@ -20,7 +20,7 @@ values, event names and attributes (``exception.message``,
   followed across traces; the id never leaves the process). Without a secret a
   random per-process key is used, so hashes do not match across processes;
 - ``db.statement`` / ``db.query.text``: literals replaced by ``?``
-  (:func:`instrumentation.sql.sanitize_sql`);
+  (:func:`pulsetrace.instrumentation.sql.sanitize_sql`);
 - **in any string** (:func:`scrub_text`): credentials in URLs
   (``scheme://user:pass@`` → ``scheme://[REDACTED]@``), ``Bearer``/``Basic``
   credentials, ``key=value`` / ``key: value`` pairs whose key names a secret
@@ -64,12 +64,12 @@ from urllib.parse import unquote
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
-from agent.config_schema import Config
-from agent.selfmetrics import SelfMetrics
-from instrumentation.annotations import build_annotator
-from instrumentation.enrich import enrich_attributes
-from instrumentation.spans import copy_event, copy_link, copy_span
-from instrumentation.sql import sanitize_sql
+from pulsetrace.config.schema import Config
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.annotations import build_annotator
+from pulsetrace.instrumentation.enrich import enrich_attributes
+from pulsetrace.instrumentation.spans import copy_event, copy_link, copy_span
+from pulsetrace.instrumentation.sql import sanitize_sql
 
 __all__ = ["MAX_SCRUB_CHARS", "REDACTED", "TRUNCATED", "PiiScrubber", "build_scrubber", "luhn_valid",
            "scrub_text"]
@@ -526,10 +526,10 @@ def _norm(key: str) -> str:
 def build_scrubber(cfg: Config, metrics: SelfMetrics) -> Callable[[ReadableSpan], ReadableSpan] | None:
     """The export-side transform every exporter sees, in one copy of the span.
 
-    Database-span enrichment (:func:`instrumentation.enrich.enrich_attributes`:
+    Database-span enrichment (:func:`pulsetrace.instrumentation.enrich.enrich_attributes`:
     ``peer.service``, current semantic-convention keys), then PII scrubbing, then
     X-Ray annotation marking. A span already enriched is left as it is, so running
-    :func:`instrumentation.enrich.enrich_span` before this changes nothing but the
+    :func:`pulsetrace.instrumentation.enrich.enrich_span` before this changes nothing but the
     cost of a second copy.
     """
     pii = cfg.tracing.pii

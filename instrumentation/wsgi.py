@@ -1,4 +1,4 @@
-"""A lean WSGI server-span middleware (the sync twin of :mod:`instrumentation.asgi`).
+"""A lean WSGI server-span middleware (the sync twin of :mod:`pulsetrace.instrumentation.asgi`).
 
 One SERVER span per request, context extracted only when a trace header is
 present, request metrics for every request. The span ends when the response
@@ -15,8 +15,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agent import runtime as _runtime
-from instrumentation.asgi import _GETTER, path_template
+from pulsetrace.instrumentation import hooks as _hooks
+from pulsetrace.instrumentation.asgi import _GETTER, path_template
 
 _ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
                       "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}
@@ -146,8 +146,8 @@ class PulseTraceWSGIMiddleware:
             elif status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
-        agent = _runtime._AGENT
-        if agent is not None and agent.recorder is not None:
+        recorder = _hooks.recorder
+        if recorder is not None:
             # a WSGI app gives no route template: the path template stands in, unrouted
-            agent.recorder.record(f"{method} {route}", "", latency_ms, 400 <= status < 500,
+            recorder.record(f"{method} {route}", "", latency_ms, 400 <= status < 500,
                                   status >= 500 or exc is not None, routed=False, status=status)

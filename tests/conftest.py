@@ -66,7 +66,7 @@ def clean_agent() -> Iterator[None]:
 
     reset_otel_globals()
     yield
-    from agent.runtime import shutdown
+    from pulsetrace.runtime import shutdown
 
     shutdown(timeout=2.0)
     reset_otel_globals()

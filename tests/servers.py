@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.demo.local_servers import PG_PASSWORD, PostgresServer, RedisServer, free_port, wait_port
+from pulsetrace.demo.local_servers import PG_PASSWORD, PostgresServer, RedisServer, free_port, wait_port
 
 __all__ = ["PG_PASSWORD", "PostgresServer", "RedisServer", "MotoServer", "free_port", "wait_port", "AWS_TEST_ENV"]
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.config_schema import TIER_NAMES, Config
-from agent.sampling import TIER_ATTR
-from instrumentation.annotations import ANNOTATIONS_ATTR
-from instrumentation.keep_errors import KEPT_BY_ATTR
+from pulsetrace.config.schema import TIER_NAMES, Config
+from pulsetrace.tracing.sampling import TIER_ATTR
+from pulsetrace.instrumentation.annotations import ANNOTATIONS_ATTR
+from pulsetrace.instrumentation.keep_errors import KEPT_BY_ATTR
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "collector-config"
 FILES = ("sidecar.yaml", "gateway.yaml", "lambda.yaml")

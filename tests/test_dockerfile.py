@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import config_from_mapping
+from pulsetrace.config.load import config_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -197,5 +197,5 @@ def test_the_wheel_the_builder_makes_holds_every_package_and_the_entry_points(tm
     assert "agent/boot/sitecustomize.py" in names and "agent/py.typed" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "pulsetrace = agent.cli:main" in text
+    assert "pulsetrace = pulsetrace.cli.main:main" in text
     assert "[opentelemetry_distro]" in text and "[opentelemetry_configurator]" in text

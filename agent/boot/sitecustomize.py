@@ -42,7 +42,7 @@ def _flush_on_sigterm() -> None:
         # interrupts the main thread anywhere, possibly holding a lock the flush needs.
         import threading
 
-        from agent.runtime import shutdown
+        from pulsetrace.runtime import shutdown
 
         timeout = float(os.environ.get("PULSETRACE_SHUTDOWN_TIMEOUT", "1.5"))
         flusher = threading.Thread(target=shutdown, args=(timeout,), name="pulsetrace-sigterm-flush", daemon=True)
@@ -63,7 +63,7 @@ def _boot() -> None:
     if os.environ.get("PULSETRACE_BOOT") != "1":
         return
     try:
-        from agent.runtime import start
+        from pulsetrace.runtime import start
 
         start(os.environ.get("PULSETRACE_CONFIG") or None, role="worker")
         _flush_on_sigterm()

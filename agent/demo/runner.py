@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.demo.local_servers import (
+from pulsetrace.demo.local_servers import (
     PostgresServer,
     RedisServer,
     free_port,
@@ -55,7 +55,7 @@ class DemoEnv:
 
 
 def _pulsetrace(*args: str) -> list[str]:
-    return [sys.executable, "-m", "agent.cli", *args]
+    return [sys.executable, "-m", "pulsetrace.cli.main", *args]
 
 
 def _write_config(env: DemoEnv, gateway_port: int, shop_port: int) -> Path:
@@ -212,7 +212,7 @@ def _servers(env: DemoEnv) -> Iterator[None]:
 
 
 def _print_summary(env: DemoEnv, config: Path, counts: dict[str, int]) -> None:
-    from agent.cli import main as cli
+    from pulsetrace.cli.main import main as cli
 
     total = sum(counts.values())
     env.say("")
@@ -243,7 +243,7 @@ def _print_summary(env: DemoEnv, config: Path, counts: dict[str, int]) -> None:
 
 def _example_traces(env: DemoEnv) -> list[tuple[str, str]]:
     """A payment, an RFID check and an error, if the store has them."""
-    from agent.store import LocalStore
+    from pulsetrace.store import LocalStore
 
     store = LocalStore(env.store, create=False)
     if not store.exists():
@@ -284,12 +284,12 @@ def run_demo(duration: float, store: Path | None = None, out: Any = None) -> int
         base_env = {**secrets_env, "PULSETRACE_STORE": str(store_path)}
         env.say("  starting the payment gateway under pulsetrace run ...")
         _start(env, _pulsetrace("run", "--config", str(config), "--no-health", "--", sys.executable, "-m", "uvicorn",
-                                "agent.demo.gateway:app", "--port", str(gateway_port), "--log-level", "warning"),
+                                "pulsetrace.demo.gateway:app", "--port", str(gateway_port), "--log-level", "warning"),
                {**base_env, "OTEL_SERVICE_NAME": "payment-gateway"}, "gateway.log")
         env.say("  starting the shop (2 workers) under pulsetrace run, health on "
                 f"http://127.0.0.1:{env.health_port}/health ...")
         _start(env, _pulsetrace("run", "--config", str(config), "--", sys.executable, "-m", "uvicorn",
-                                "agent.demo.shop:app", "--port", str(shop_port), "--workers", "2",
+                                "pulsetrace.demo.shop:app", "--port", str(shop_port), "--workers", "2",
                                 "--log-level", "warning"),
                {**base_env, "SHOP_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"}, "shop.log")
         try:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from opentelemetry.sdk.trace import ReadableSpan
 
 if TYPE_CHECKING:
-    from agent.config_schema import Config
-    from agent.selfmetrics import SelfMetrics
+    from pulsetrace.config.schema import Config
+    from pulsetrace.selfmetrics import SelfMetrics
 
 
 class ExportOutcome(enum.Enum):
@@ -46,31 +46,31 @@ ExporterFactory = Callable[[ExporterContext], Exporter]
 
 
 def _local(ctx: ExporterContext) -> Exporter:
-    from agent.exporters.local import LocalStoreExporter
+    from pulsetrace.exporters.local import LocalStoreExporter
 
     return LocalStoreExporter(ctx)
 
 
 def _otlp(ctx: ExporterContext) -> Exporter:
-    from agent.exporters.otlp import OtlpExporter
+    from pulsetrace.exporters.otlp import OtlpExporter
 
     return OtlpExporter(ctx)
 
 
 def _console(ctx: ExporterContext) -> Exporter:
-    from agent.exporters.console import ConsoleExporter
+    from pulsetrace.exporters.console import ConsoleExporter
 
     return ConsoleExporter(ctx)
 
 
 def _xray_udp(ctx: ExporterContext) -> Exporter:
-    from agent.exporters.xray_udp import XRayUdpExporter
+    from pulsetrace.exporters.xray_udp import XRayUdpExporter
 
     return XRayUdpExporter(ctx)
 
 
 def _xray_api(ctx: ExporterContext) -> Exporter:
-    from agent.exporters.xray_api import XRayApiExporter
+    from pulsetrace.exporters.xray_api import XRayApiExporter
 
     exporter: Exporter = XRayApiExporter(ctx)
     return exporter

@@ -15,8 +15,8 @@ from typing import TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.store import span_row
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.store import span_row
 
 
 def span_json(span: ReadableSpan) -> dict[str, object]:

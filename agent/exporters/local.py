@@ -5,7 +5,7 @@ directory, disk full, a corrupt file, a lock held too long by another process)
 returns ``FAILURE``, which the pipeline counts as ``spans_dropped{export_failed:local}``;
 nothing is raised. Each export also records this process's agent counters in the
 store so that ``pulsetrace status`` can sum them over every worker (as the same rows as
-the pipeline's :class:`~agent.store.CounterWriter`, which writes them whatever the exporters).
+the pipeline's :class:`~pulsetrace.store.CounterWriter`, which writes them whatever the exporters).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore, counters_instance
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store import LocalStore, counters_instance
 
 _log = logging.getLogger("pulsetrace.exporters.local")
 

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from agent.config_schema import OtlpConfig
-from agent.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.config.schema import OtlpConfig
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 
 _log = logging.getLogger("pulsetrace.exporters.otlp")
 

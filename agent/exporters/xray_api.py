@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.xray_segments import XRayTranslator
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.xray.segments import XRayTranslator
 
 if TYPE_CHECKING:
-    from agent.config_schema import Config
+    from pulsetrace.config.schema import Config
 
 _log = logging.getLogger("pulsetrace.exporters.xray_api")
 

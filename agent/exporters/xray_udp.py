@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.xray_segments import UDP_HEADER, XRayTranslator
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.xray.segments import UDP_HEADER, XRayTranslator
 
 _log = logging.getLogger("pulsetrace.exporters.xray_udp")
 

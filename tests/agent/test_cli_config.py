@@ -1,6 +1,6 @@
 """``pulsetrace config validate``: effective config with secrets masked (exit 0) or one line per problem (exit 2).
 
-Hostile inputs run as real subprocesses (``python -m agent.cli``) so that what reaches
+Hostile inputs run as real subprocesses (``python -m pulsetrace.cli.main``) so that what reaches
 the terminal is checked, tracebacks and crashes included.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.cli import main
+from pulsetrace.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 #: ``key: problem ...``: a key path (or a file path) then a colon and a space.
@@ -28,7 +28,7 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PULSETRACE_", "OTEL_", "AWS_"))}
     base["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=cwd, env={**base, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", *args], cwd=cwd, env={**base, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.store import LocalStore
-from healthchecks.base import Status
-from healthchecks.history import HealthHistory
-from healthchecks.sla import MinuteRow
+from pulsetrace.cli.main import main
+from pulsetrace.store import LocalStore
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.history import HealthHistory
+from pulsetrace.healthchecks.sla import MinuteRow
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import Gateway
 from tests.servers import free_port, wait_port
@@ -144,7 +144,7 @@ def test_sla_rejects_a_bad_window(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def serve(config: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", "serve",
+    return subprocess.Popen([sys.executable, "-c", "from pulsetrace.cli.main import main; raise SystemExit(main())", "serve",
                              "--config", str(config)], cwd=str(config.parent), env=env, stderr=subprocess.PIPE,
                             text=True)
 
@@ -216,7 +216,7 @@ def test_serve_keeps_the_sla_across_a_restart(tmp_path: Path) -> None:
         assert code == 0, err
     finally:
         gw.close()
-    out = subprocess.run([sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", "sla",
+    out = subprocess.run([sys.executable, "-c", "from pulsetrace.cli.main import main; raise SystemExit(main())", "sla",
                           "--config", str(cfg), "--json"], cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -232,7 +232,7 @@ def test_serve_on_a_taken_port_is_one_line_exit_1(tmp_path: Path) -> None:
         path = tmp_path / "pulsetrace.yaml"
         path.write_text(yaml.safe_dump({"store": {"path": str(tmp_path / "store")},
                                         "health": {"listen": f"127.0.0.1:{s.getsockname()[1]}", "probes": []}}))
-        out = subprocess.run([sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", "serve",
+        out = subprocess.run([sys.executable, "-c", "from pulsetrace.cli.main import main; raise SystemExit(main())", "serve",
                               "--config", str(path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 1

@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from agent.cli import main
-from agent.store import LocalStore, StoredSpan
-from agent.traces_view import build_tree, parse_trace_id, render_tree, summarize, trace_json
+from pulsetrace.cli.main import main
+from pulsetrace.store import LocalStore, StoredSpan
+from pulsetrace.views.traces import build_tree, parse_trace_id, render_tree, summarize, trace_json
 from tests.agent.span_factory import make_trace, provider
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,20 +244,20 @@ def test_cli_in_a_subprocess_reads_while_a_service_writes(tmp_path: Path) -> Non
     env.pop("PULSETRACE_CONFIG", None)
     writer = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, %r)\n"
-        "from agent.store import LocalStore\n"
+        "from pulsetrace.store import LocalStore\n"
         "from tests.agent.span_factory import make_trace\n"
         "s = LocalStore(%r)\n"
         "for _ in range(300): s.write_spans(make_trace(children=3))\n") % (str(ROOT), str(store.dir))], env=env)
     try:
         for _ in range(3):
-            proc = subprocess.run([sys.executable, "-m", "agent.cli", "traces", "--json", "--limit", "5"], env=env,
+            proc = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "traces", "--json", "--limit", "5"], env=env,
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path)
             assert proc.returncode == 0, proc.stderr
             assert "Traceback" not in proc.stderr
             assert len(json.loads(proc.stdout)) <= 5
     finally:
         assert writer.wait(60) == 0
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--json"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "status", "--json"], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert json.loads(proc.stdout)["spans"] == 1200
 

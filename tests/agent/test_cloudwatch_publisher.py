@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import config_from_mapping
-from agent.config_schema import Config
-from agent.metrics_publisher import MetricDatum, SelfMetricsSource, build_publisher, value_datum
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import build_recorder
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
+from pulsetrace.metrics.publisher import MetricDatum, SelfMetricsSource, build_publisher, value_datum
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import build_recorder
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import free_port
 

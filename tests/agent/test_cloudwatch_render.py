@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.cloudwatch_render import Plan, build_plan, cloudformation, dashboard_body
-from agent.config import config_from_mapping
-from agent.config_schema import Config
-from agent.health_metrics import HealthMetricsSource
-from agent.metrics_publisher import base_dimensions
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import Recorder
+from pulsetrace.cli.main import main
+from pulsetrace.metrics.render import Plan, build_plan, cloudformation, dashboard_body
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
+from pulsetrace.metrics.health_metrics import HealthMetricsSource
+from pulsetrace.metrics.publisher import base_dimensions
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import Recorder
 
 CONFIG: dict[str, Any] = {
     "service": {"name": "shop-api", "environment": "uat"},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
+from pulsetrace.config.load import (
     Config,
     ConfigError,
     config_from_mapping,
@@ -16,7 +16,7 @@ from agent.config import (
     masked_dict,
     parse_duration,
 )
-from agent.config_validate import format_duration
+from pulsetrace.config.build import format_duration
 
 
 def problems_of(data: object, env: dict[str, str] | None = None) -> list[str]:
@@ -364,7 +364,7 @@ def test_mask_url(url: str, shown: str) -> None:
 def test_unquoted_off_is_the_off_mode_not_a_boolean() -> None:
     import yaml
 
-    from agent.config import config_from_mapping
+    from pulsetrace.config.load import config_from_mapping
 
     cfg = config_from_mapping(yaml.safe_load("metrics:\n  cloudwatch:\n    mode: off\n"), env={})
     assert cfg.metrics.cloudwatch.mode == "off"

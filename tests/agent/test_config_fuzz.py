@@ -24,9 +24,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
-from agent.config import ConfigError, config_from_mapping
-from agent.config_schema import Config
+from pulsetrace.cli.main import main
+from pulsetrace.config.load import ConfigError, config_from_mapping
+from pulsetrace.config.schema import Config
 
 PROBLEM_LINE = re.compile(r"^\S[^\n]*?: \S")
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import config_from_mapping
-from agent.config_schema import Config
-from agent.metrics_publisher import build_publisher, value_datum
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import Recorder, build_recorder
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
+from pulsetrace.metrics.publisher import build_publisher, value_datum
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import Recorder, build_recorder
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import free_port
 
@@ -264,9 +264,9 @@ def test_file_output_appends_one_document_per_line(tmp_path: Path) -> None:
 def test_stdout_of_a_real_process_carries_valid_documents_between_its_prints() -> None:
     script = textwrap.dedent("""
         import threading
-        from agent.config import config_from_mapping
-        from agent.selfmetrics import SelfMetrics
-        from agent.span_metrics import build_recorder
+        from pulsetrace.config.load import config_from_mapping
+        from pulsetrace.selfmetrics import SelfMetrics
+        from pulsetrace.metrics.request_metrics import build_recorder
 
         cfg = config_from_mapping({"service": {"name": "shop-api", "environment": "uat"},
                                    "metrics": {"cloudwatch": {"mode": "emf", "emf_output": "stdout",

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from agent.emf import MAX_METRICS_PER_DOCUMENT, emf_documents, encode
-from agent.metrics_publisher import (
+from pulsetrace.metrics.emf import MAX_METRICS_PER_DOCUMENT, emf_documents, encode
+from pulsetrace.metrics.publisher import (
     VALID_UNITS,
     MetricDatum,
     bucket_index,

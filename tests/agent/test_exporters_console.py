@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from agent.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
-from agent.exporters.console import ConsoleExporter
-from agent.config_schema import Config
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters.console import ConsoleExporter
+from pulsetrace.config.schema import Config
+from pulsetrace.selfmetrics import SelfMetrics
 from tests.agent.span_factory import make_trace
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config_schema import Config, StoreConfig
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.exporters.local import LocalStoreExporter
-from agent.pipeline import SpanPipeline
-from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore
+from pulsetrace.config.schema import Config, StoreConfig
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.exporters.local import LocalStoreExporter
+from pulsetrace.tracing.pipeline import SpanPipeline
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store import LocalStore
 from tests.agent.span_factory import make_spans, provider
 
 
@@ -69,7 +69,7 @@ def test_read_only_directory_fails_without_raising(tmp_path: Path) -> None:
 
 def test_a_lock_held_by_another_process_costs_a_bounded_failure(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agent.store.BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("pulsetrace.store.BUSY_TIMEOUT_S", 0.3)
     exporter = exporter_for(tmp_path)
     assert exporter.export(make_spans(1)) is ExportOutcome.SUCCESS
     exporter.store.close()
@@ -103,7 +103,7 @@ def test_failed_writes_are_counted_as_dropped_by_the_pipeline(tmp_path: Path) ->
 
 
 def test_the_counter_writer_and_the_local_exporter_write_one_set_of_counters(tmp_path: Path) -> None:
-    from agent.store import CounterWriter
+    from pulsetrace.store import CounterWriter
 
     metrics = SelfMetrics()
     exporter = exporter_for(tmp_path / "st", metrics)
@@ -124,7 +124,7 @@ def test_the_counter_writer_and_the_local_exporter_write_one_set_of_counters(tmp
 
 
 def test_the_counter_writer_is_harmless_when_the_store_cannot_be_written(tmp_path: Path) -> None:
-    from agent.store import CounterWriter
+    from pulsetrace.store import CounterWriter
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.config_schema import Config, OtlpConfig, TracingConfig
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.exporters.otlp import OtlpExporter, RateLimitFilter, grpc_target, traces_url
-from agent.pipeline import SpanPipeline
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.config.schema import Config, OtlpConfig, TracingConfig
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.exporters.otlp import OtlpExporter, RateLimitFilter, grpc_target, traces_url
+from pulsetrace.tracing.pipeline import SpanPipeline
+from pulsetrace.selfmetrics import SelfMetrics
 from tests.agent.span_factory import make_spans, make_trace, provider
 from tests.otlp_fixtures import otlp_grpc_receiver, otlp_receiver  # noqa: F401 - pytest fixtures
 from tests.otlp_receiver import OtlpGrpcReceiver, OtlpReceiver

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.health_server import HealthServer, Request, Response, json_response
-from healthchecks.service import HealthHandle, start_in_thread
+from pulsetrace.http_server import HealthServer, Request, Response, json_response
+from pulsetrace.healthchecks.service import HealthHandle, start_in_thread
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config
 

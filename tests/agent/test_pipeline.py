@@ -21,13 +21,13 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from agent.config_schema import Config, OtlpConfig, StoreConfig, TracingConfig
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.exporters.local import LocalStoreExporter
-from agent.exporters.otlp import OtlpExporter
-from agent.pipeline import SpanPipeline
-from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore
+from pulsetrace.config.schema import Config, OtlpConfig, StoreConfig, TracingConfig
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.exporters.local import LocalStoreExporter
+from pulsetrace.exporters.otlp import OtlpExporter
+from pulsetrace.tracing.pipeline import SpanPipeline
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store import LocalStore
 from tests.agent.span_factory import provider
 
 
@@ -476,8 +476,8 @@ def test_a_hung_counter_sink_cannot_hold_shutdown_past_its_timeout() -> None:
 
 def test_drops_reach_the_store_with_only_a_failing_remote_exporter(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import main
-    from agent.store import CounterWriter
+    from pulsetrace.cli.main import main
+    from pulsetrace.store import CounterWriter
 
     metrics = SelfMetrics()
     store_dir = tmp_path / "store"

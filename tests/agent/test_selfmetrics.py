@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.selfmetrics import SelfMetrics
 from tests.instrumentation.test_sampling_limits import hold_lock_in_a_thread, run_in_forked_child
 
 

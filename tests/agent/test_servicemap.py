@@ -11,9 +11,9 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from agent.servicemap import NODE_TYPES, build_graph, graph_from_store, percentile
-from agent.store import LocalStore
-from agent.xray_segments import XRayTranslator
+from pulsetrace.views.servicemap import NODE_TYPES, build_graph, graph_from_store, percentile
+from pulsetrace.store import LocalStore
+from pulsetrace.xray.segments import XRayTranslator
 from tests.agent.test_xray_corpus import (
     BASE_RESOURCE,
     documents,

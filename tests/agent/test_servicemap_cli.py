@@ -10,12 +10,12 @@ import pytest
 import yaml
 from opentelemetry.trace import SpanKind
 
-from agent.cli import main
-from agent.config import config_from_mapping
-from agent.exporters.base import ExporterContext, ExportOutcome
-from agent.exporters.xray_api import XRayApiExporter
-from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore
+from pulsetrace.cli.main import main
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+from pulsetrace.exporters.xray_api import XRayApiExporter
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store import LocalStore
 from tests.agent.test_xray_corpus import BASE_RESOURCE, make_tracer, server_attrs, shop_request
 from tests.servers import MotoServer, free_port
 

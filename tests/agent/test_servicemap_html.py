@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.trace import SpanKind
 
-from agent.servicemap import ServiceGraph, build_graph
-from agent.servicemap_html import COLOURS, render_html
+from pulsetrace.views.servicemap import ServiceGraph, build_graph
+from pulsetrace.views.servicemap_html import COLOURS, render_html
 from tests.agent.test_xray_corpus import documents, make_tracer, server_attrs, shop_request
 
 WIDTH, HEIGHT = 1100, 760

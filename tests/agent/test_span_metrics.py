@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import config_from_mapping
-from agent.config_schema import Config
-from agent.config_validate import ConfigError
-from agent.metrics_publisher import MetricDatum
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import OTHER, Recorder, build_recorder, canonical_operation
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
+from pulsetrace.config.build import ConfigError
+from pulsetrace.metrics.publisher import MetricDatum
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import OTHER, Recorder, build_recorder, canonical_operation
 
 
 def make_cfg(**cloudwatch: Any) -> Config:

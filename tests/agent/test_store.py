@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import LocalStore
+from pulsetrace.store import LocalStore
 from tests.agent.span_factory import make_spans, make_spans_at, make_trace
 
 

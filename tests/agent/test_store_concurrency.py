@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from agent.store import LocalStore
+from pulsetrace.store import LocalStore
 
 WRITERS = 4
 SPANS_PER_WRITER = 2000
@@ -21,10 +21,10 @@ BATCH = 50
 
 def _writer(store_dir: str, index: int, go: Any, results: Any) -> None:
     try:
-        from agent.config_schema import Config, StoreConfig
-        from agent.exporters.base import ExporterContext, ExportOutcome
-        from agent.exporters.local import LocalStoreExporter
-        from agent.selfmetrics import SelfMetrics
+        from pulsetrace.config.schema import Config, StoreConfig
+        from pulsetrace.exporters.base import ExporterContext, ExportOutcome
+        from pulsetrace.exporters.local import LocalStoreExporter
+        from pulsetrace.selfmetrics import SelfMetrics
         from tests.agent.span_factory import make_spans
 
         spans = make_spans(SPANS_PER_WRITER, service=f"writer-{index}")

@@ -21,8 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, Tracer, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agent.xray_limits import MAX_DOCUMENT_BYTES
-from agent.xray_segments import XRayTranslator
+from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
+from pulsetrace.xray.segments import XRayTranslator
 
 #: shared/ sits beside the repository (in the work tree and in CI's clone alike).
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "xray-segmentdocument-schema-v1.0.0.json"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from agent.selfmetrics import SelfMetrics
-from agent.store import LocalStore
-from agent.xray_limits import MAX_DOCUMENT_BYTES
-from agent.xray_segments import XRayTranslator, view_from_readable, view_from_stored, xray_trace_id
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store import LocalStore
+from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
+from pulsetrace.xray.segments import XRayTranslator, view_from_readable, view_from_stored, xray_trace_id
 from tests.agent.test_xray_corpus import (
     BASE_RESOURCE,
     ECS_RESOURCE,

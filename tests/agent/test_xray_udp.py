@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind
 
-from agent.config import config_from_mapping
-from agent.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
-from agent.exporters.xray_udp import XRayUdpExporter, parse_daemon_address
-from agent.selfmetrics import SelfMetrics
-from agent.xray_limits import MAX_DOCUMENT_BYTES
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters.xray_udp import XRayUdpExporter, parse_daemon_address
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
 from tests.agent.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
 from tests.servers import free_port
 

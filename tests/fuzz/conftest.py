@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.store import StoredSpan
+from pulsetrace.store import StoredSpan
 from tests.integration.service_runner import ROOT, Service, all_spans, write_config
 from tests.reliability.support import agent_tracebacks, start_rel_service, stop_tree
 
@@ -59,7 +59,7 @@ def assert_span_valid(span: StoredSpan) -> None:
 
 def assert_store_valid(store: Path) -> list[StoredSpan]:
     """Every stored span has valid ids, becomes schema-valid X-Ray documents, and the CLI reads them."""
-    from agent.xray_segments import XRayTranslator, view_from_stored
+    from pulsetrace.xray.segments import XRayTranslator, view_from_stored
     from tests.agent.test_xray_corpus import schema_validator
 
     spans = all_spans(store)
@@ -81,7 +81,7 @@ def assert_store_valid(store: Path) -> list[StoredSpan]:
 
 
 def cli_json(store: Path, *args: str) -> Any:
-    done = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--json", "--store", str(store)],
+    done = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", *args, "--json", "--store", str(store)],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr[-2000:])
     return json.loads(done.stdout)

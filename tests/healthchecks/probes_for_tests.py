@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from healthchecks.base import ProbeResult, Status
+from pulsetrace.healthchecks.base import ProbeResult, Status
 
 STATE: dict[str, Status] = {}
 DETAIL: dict[str, str] = {}

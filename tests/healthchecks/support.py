@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from agent.config import config_from_mapping
-from agent.config_schema import Config
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
 
 
 _SCRATCH: list[str] = []
@@ -171,9 +171,9 @@ def make_cert(directory: Path, *, not_before_days: float, not_after_days: float)
 
 
 def probe_context(**kw: Any) -> Any:
-    from healthchecks.base import ProbeContext
-    from healthchecks.heartbeats import HeartbeatBook
-    from healthchecks.redact import Redactor
+    from pulsetrace.healthchecks.base import ProbeContext
+    from pulsetrace.healthchecks.heartbeats import HeartbeatBook
+    from pulsetrace.healthchecks.redact import Redactor
 
     kw.setdefault("redactor", Redactor())
     kw.setdefault("heartbeats", HeartbeatBook())

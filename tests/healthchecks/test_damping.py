@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from healthchecks.base import Status
-from healthchecks.damping import Damper
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.damping import Damper
 
 UP, DEG, DOWN, UNK = Status.UP, Status.DEGRADED, Status.DOWN, Status.UNKNOWN
 

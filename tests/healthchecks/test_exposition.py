@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from agent.selfmetrics import SelfMetrics
-from healthchecks.exposition import render
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.healthchecks.exposition import render
 
 
 def details() -> dict[str, object]:
@@ -53,7 +53,7 @@ def test_agent_self_metrics_are_included_when_given() -> None:
 
 
 def test_importing_healthchecks_loads_nothing_until_a_name_is_used() -> None:
-    code = ("import sys, healthchecks; assert 'healthchecks.base' not in sys.modules; "
+    code = ("import sys, healthchecks; assert 'pulsetrace.healthchecks.base' not in sys.modules; "
             "from healthchecks import Probe, ProbeResult, Status; assert Status('UP') is Status.UP; "
             "assert 'asyncpg' not in sys.modules and 'httpx' not in sys.modules and 'redis' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

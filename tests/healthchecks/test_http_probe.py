@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from healthchecks.base import Status
-from healthchecks.http_probe import HttpProbe
-from healthchecks.razorpay import RazorpayProbe
-from healthchecks.redact import Redactor, probe_secrets
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.http_probe import HttpProbe
+from pulsetrace.healthchecks.razorpay import RazorpayProbe
+from pulsetrace.healthchecks.redact import Redactor, probe_secrets
 from tests.healthchecks.support import Answer, Blackhole, Gateway, make_cert, probe_cfg, probe_context
 
 

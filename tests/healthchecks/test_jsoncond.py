@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthchecks.jsoncond import JsonCondition
+from pulsetrace.healthchecks.jsoncond import JsonCondition
 
 
 @pytest.mark.parametrize(("text", "doc", "expected"), [

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from healthchecks import logfilter
-from healthchecks.redact import Redactor
+from pulsetrace.healthchecks import logfilter
+from pulsetrace.healthchecks.redact import Redactor
 
 SECRET = "pg-Secret-pw-77"
 DSN = f"postgresql://app:{SECRET}@127.0.0.1:5432/shop"

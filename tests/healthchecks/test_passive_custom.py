@@ -16,11 +16,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import Status as OtelStatus
 from opentelemetry.trace import StatusCode
 
-from agent.store import LocalStore
-from healthchecks.base import ProbeResult, Status
-from healthchecks.custom import CustomProbe, CustomProbeError
-from healthchecks.passive import PassiveProbe
-from healthchecks.redact import Redactor
+from pulsetrace.store import LocalStore
+from pulsetrace.healthchecks.base import ProbeResult, Status
+from pulsetrace.healthchecks.custom import CustomProbe, CustomProbeError
+from pulsetrace.healthchecks.passive import PassiveProbe
+from pulsetrace.healthchecks.redact import Redactor
 from tests.healthchecks.support import probe_cfg, probe_context
 
 

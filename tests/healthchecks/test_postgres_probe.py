@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from healthchecks.base import Status
-from healthchecks.postgres_probe import PostgresProbe
-from healthchecks.redact import Redactor
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.postgres_probe import PostgresProbe
+from pulsetrace.healthchecks.redact import Redactor
 from tests.healthchecks.support import probe_cfg, probe_context
 from tests.servers import PG_PASSWORD, PostgresServer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from healthchecks.redact import MASK, Redactor, probe_secrets, url_secrets
+from pulsetrace.healthchecks.redact import MASK, Redactor, probe_secrets, url_secrets
 from tests.healthchecks.support import health_config
 
 

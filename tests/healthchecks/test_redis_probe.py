@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from healthchecks.base import Status
-from healthchecks.redis_probe import RedisProbe
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.redis_probe import RedisProbe
 from tests.healthchecks.support import probe_cfg, probe_context
 from tests.servers import RedisServer
 

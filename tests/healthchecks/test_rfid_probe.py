@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from healthchecks.base import Status
-from healthchecks.heartbeats import HeartbeatBook
-from healthchecks.rfid import RfidProbe, _epoch
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.heartbeats import HeartbeatBook
+from pulsetrace.healthchecks.rfid import RfidProbe, _epoch
 from tests.healthchecks.support import probe_cfg, probe_context
 from tests.servers import PostgresServer, RedisServer
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from healthchecks.base import Status
-from healthchecks.redact import Redactor
-from healthchecks.registry import build_probe
-from healthchecks.scheduler import ProbeRunner
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.redact import Redactor
+from pulsetrace.healthchecks.registry import build_probe
+from pulsetrace.healthchecks.scheduler import ProbeRunner
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import probe_cfg, probe_context
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.store import LocalStore
-from healthchecks.base import ProbeResult, Status
-from healthchecks.service import HealthService, start_in_thread
+from pulsetrace.store import LocalStore
+from pulsetrace.healthchecks.base import ProbeResult, Status
+from pulsetrace.healthchecks.service import HealthService, start_in_thread
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config
 

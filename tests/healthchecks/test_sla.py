@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from healthchecks.base import Status
-from healthchecks.sla import MINUTE, SlaTracker, latency_bin, percentiles
+from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.sla import MINUTE, SlaTracker, latency_bin, percentiles
 
 DAY = 86400.0
 T0 = 1_700_006_400.0  # a minute boundary (and an hour boundary)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import ConfigError, config_from_mapping
+from pulsetrace.config.load import ConfigError, config_from_mapping
 
 
 def problems(*probes: dict[str, Any]) -> list[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-from agent.config import config_from_mapping
-from agent.selfmetrics import SelfMetrics
-from instrumentation.annotations import (
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.annotations import (
     ANNOTATIONS_ATTR,
     MAX_VALUE_CHARS,
     Annotator,
@@ -16,7 +16,7 @@ from instrumentation.annotations import (
     build_annotator,
     merge_index_keys,
 )
-from instrumentation.pii import build_scrubber
+from pulsetrace.instrumentation.pii import build_scrubber
 
 
 def annotated(s: ReadableSpan) -> tuple[str, ...]:

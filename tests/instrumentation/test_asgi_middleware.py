@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from instrumentation.asgi import PulseTraceMiddleware, path_template
+from pulsetrace.instrumentation.asgi import PulseTraceMiddleware, path_template
 
 
 class Collect(SpanExporter):
@@ -103,7 +103,7 @@ def test_application_exception_is_recorded_and_reraised_unchanged() -> None:
 
 
 def test_incoming_x_ray_header_is_continued_and_malformed_one_starts_fresh(clean_agent: None) -> None:
-    from agent.runtime import install_propagators
+    from pulsetrace.runtime import install_propagators
 
     install_propagators()
     p, c = provider()
@@ -162,7 +162,7 @@ def test_path_template_hides_ids(path: str, expected: str) -> None:
 
 
 def test_request_metrics_are_recorded_for_unsampled_requests(clean_agent: None, tmp_path: Any) -> None:
-    from agent import runtime
+    from pulsetrace.instrumentation import hooks
 
     calls: list[tuple[str, str, float, bool, bool]] = []
 
@@ -171,26 +171,20 @@ def test_request_metrics_are_recorded_for_unsampled_requests(clean_agent: None, 
                    routed: bool = True, status: int = 0) -> None:
             calls.append((operation, tier, latency_ms, error, fault))
 
-    from agent.config import config_from_mapping
-
-    cfg = config_from_mapping({"store": {"path": str(tmp_path)}}, env={})
-    agent = runtime.build_agent(cfg)
-    agent.recorder = Recorder()
-    runtime._AGENT = agent
+    hooks.install(Recorder())  # the middleware needs no agent: only a recorder through the hook module
     try:
         p, _ = provider(sampled=False)
         call(PulseTraceMiddleware(APP, p), "/items/9", query=b"status=404")
         call(PulseTraceMiddleware(APP, p), "/items/9", query=b"status=502")
     finally:
-        runtime._AGENT = None
-        agent.pipeline.shutdown(1.0)
+        hooks.clear()
     assert [(o, e, f) for o, _, _, e, f in calls] == [("GET /items/{item_id}", True, False),
                                                         ("GET /items/{item_id}", False, True)]
 
 
 def test_a_cancelled_request_is_not_a_server_fault(clean_agent: None, tmp_path: Any) -> None:
-    from agent import runtime
-    from agent.config import config_from_mapping
+    from pulsetrace.instrumentation import hooks
+    from pulsetrace.config.load import config_from_mapping
 
     calls: list[tuple[bool, bool]] = []
 
@@ -202,16 +196,13 @@ def test_a_cancelled_request_is_not_a_server_fault(clean_agent: None, tmp_path: 
     async def hangs(scope: Any, receive: Any, send: Any) -> None:
         raise asyncio.CancelledError()
 
-    agent = runtime.build_agent(config_from_mapping({"store": {"path": str(tmp_path)}}, env={}))
-    agent.recorder = Recorder()
-    runtime._AGENT = agent
+    hooks.install(Recorder())
     try:
         p, c = provider()
         with pytest.raises(asyncio.CancelledError):
             call(PulseTraceMiddleware(hangs, p), "/slow")
     finally:
-        runtime._AGENT = None
-        agent.pipeline.shutdown(1.0)
+        hooks.clear()
     (span,) = c.spans
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes is not None and "http.response.status_code" not in span.attributes
@@ -252,8 +243,8 @@ def test_context_is_restored_even_when_ending_the_span_fails() -> None:
 
 
 def test_huge_attribute_values_are_bounded_before_they_reach_the_pipeline(clean_agent: None, tmp_path: Any) -> None:
-    from agent.config import config_from_mapping
-    from agent.runtime import build_agent
+    from pulsetrace.config.load import config_from_mapping
+    from pulsetrace.runtime import build_agent
 
     agent = build_agent(config_from_mapping({"store": {"path": str(tmp_path)}}, env={}))
     try:

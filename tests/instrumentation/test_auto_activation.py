@@ -22,9 +22,9 @@ def run_py(code: str, tmp_path: Path, env: dict[str, str] | None = None) -> subp
 def test_library_is_instrumented_when_first_imported_and_undone_on_shutdown(tmp_path: Path) -> None:
     done = run_py("""
         import sys
-        import agent
-        from instrumentation import auto
-        agent.start()
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
+        pulsetrace.start()
         assert "httpx" not in sys.modules          # nothing imported eagerly
         assert "httpx" not in auto.active()
         import httpx
@@ -33,7 +33,7 @@ def test_library_is_instrumented_when_first_imported_and_undone_on_shutdown(tmp_
         assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
         import uvicorn.config
         patched = uvicorn.config.Config.load
-        agent.shutdown(1.0)
+        pulsetrace.shutdown(1.0)
         assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
         assert uvicorn.config.Config.load is not patched
         assert auto.active() == []
@@ -48,22 +48,22 @@ def test_disabled_instrumentations_from_config_and_otel_variable(tmp_path: Path)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("tracing:\n  instrumentations:\n    disabled: [redis]\n")
     done = run_py("""
-        import agent
-        from instrumentation import auto
-        a = agent.start()
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
+        a = pulsetrace.start()
         import httpx, redis
         print(sorted(auto.active()))
-        agent.shutdown(1.0)
+        pulsetrace.shutdown(1.0)
     """, tmp_path, env={"PULSETRACE_CONFIG": str(cfg)})
     assert done.returncode == 0, done.stderr
     assert "'redis'" not in done.stdout and "'httpx'" in done.stdout
     done = run_py("""
-        import agent
-        from instrumentation import auto
-        agent.start()
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
+        pulsetrace.start()
         import httpx, redis
         print(sorted(auto.active()))
-        agent.shutdown(1.0)
+        pulsetrace.shutdown(1.0)
     """, tmp_path, env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx,redis"})
     assert done.returncode == 0, done.stderr
     assert "'httpx'" not in done.stdout and "'redis'" not in done.stdout
@@ -81,9 +81,9 @@ def test_required_but_missing_library_is_a_config_error(tmp_path: Path) -> None:
                     raise ModuleNotFoundError(name)
                 return None
         sys.meta_path.insert(0, Block())
-        from agent.config import load_config
-        from agent.config_validate import ConfigError
-        from instrumentation.auto import required_problems
+        from pulsetrace.config.load import load_config
+        from pulsetrace.config.build import ConfigError
+        from pulsetrace.instrumentation.auto import required_problems
         problems = required_problems(load_config())
         print(problems[0])
     """, tmp_path, env={"PULSETRACE_CONFIG": str(cfg)})
@@ -93,18 +93,18 @@ def test_required_but_missing_library_is_a_config_error(tmp_path: Path) -> None:
 
 def test_a_failing_instrumentor_does_not_break_the_application_import(tmp_path: Path) -> None:
     done = run_py("""
-        import agent
-        from instrumentation import auto
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
         def broken(module, agent):
             raise RuntimeError("instrumentor exploded")
         auto.INSTRUMENTATIONS = tuple(
             auto.Instrumentation(i.name, i.module, i.library, broken) if i.name == "httpx" else i
             for i in auto.INSTRUMENTATIONS)
-        agent.start()
+        pulsetrace.start()
         import httpx
         assert httpx.Client is not None
         assert "httpx" not in auto.active()
-        agent.shutdown(1.0)
+        pulsetrace.shutdown(1.0)
         print("ok")
     """, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -114,11 +114,11 @@ def test_a_failing_instrumentor_does_not_break_the_application_import(tmp_path: 
 def test_libraries_imported_before_start_are_instrumented_at_once_without_deadlock(tmp_path: Path) -> None:
     done = run_py("""
         import httpx, redis, botocore, uvicorn.config
-        import agent
-        from instrumentation import auto
-        agent.start()
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
+        pulsetrace.start()
         print(sorted(auto.active()))
-        agent.shutdown(1.0)
+        pulsetrace.shutdown(1.0)
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['asgi', 'botocore', 'httpx', 'redis']"

@@ -24,13 +24,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import StatusCode
 
-import instrumentation
-from agent import runtime
-from agent.config import config_from_mapping
-from agent.config_schema import TierConfig
-from agent.sampling import TieredSampler
-from instrumentation import business_operation, business_span, record_outcome, set_business_attributes
-from instrumentation.business import namespace_key
+import pulsetrace.instrumentation
+from pulsetrace import runtime
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import TierConfig
+from pulsetrace.tracing.sampling import TieredSampler
+from pulsetrace.instrumentation import business_operation, business_span, record_outcome, set_business_attributes
+from pulsetrace.instrumentation.business import namespace_key
 from tests.otel_globals import reset_otel_globals
 
 
@@ -325,17 +325,17 @@ def test_every_operation_is_counted_in_the_agent_recorder_sampled_or_not(tmp_pat
 
 
 def test_package_exports_the_api_lazily() -> None:
-    assert sorted(instrumentation.__all__) == ["business_operation", "business_span", "record_outcome",
+    assert sorted(pulsetrace.instrumentation.__all__) == ["business_operation", "business_span", "record_outcome",
                                                "set_business_attributes"]
-    for name in instrumentation.__all__:
+    for name in pulsetrace.instrumentation.__all__:
         assert callable(getattr(instrumentation, name))
     with pytest.raises(AttributeError):
         getattr(instrumentation, "nope")
     code = ("import sys, instrumentation; "
-            "assert 'instrumentation.business' not in sys.modules; "
+            "assert 'pulsetrace.instrumentation.business' not in sys.modules; "
             "assert 'opentelemetry.sdk.trace' not in sys.modules; "
             "from instrumentation import business_span; "
-            "assert 'instrumentation.business' in sys.modules")
+            "assert 'pulsetrace.instrumentation.business' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 

@@ -8,12 +8,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind
 
-import instrumentation.pii
-from agent.config import config_from_mapping
-from agent.selfmetrics import SelfMetrics
-from instrumentation.enrich import db_peer_service, enrich_attributes, enrich_span
-from instrumentation.pii import build_scrubber
-from instrumentation.spans import copy_span
+import pulsetrace.instrumentation.pii
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.enrich import db_peer_service, enrich_attributes, enrich_span
+from pulsetrace.instrumentation.pii import build_scrubber
+from pulsetrace.instrumentation.spans import copy_span
 
 ASYNCPG = {"db.system": "postgresql", "db.name": "shop", "net.peer.name": "db.internal", "net.peer.port": 5432,
            "db.statement": "SELECT * FROM users WHERE email = 'bob@example.com'"}
@@ -64,7 +64,7 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ReadableSpan]]:
         made.append(out)
         return out
 
-    monkeypatch.setattr(instrumentation.pii, "copy_span", counting)
+    monkeypatch.setattr(pulsetrace.instrumentation.pii, "copy_span", counting)
     yield made
 
 

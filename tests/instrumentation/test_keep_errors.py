@@ -19,13 +19,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from agent.config import config_from_mapping
-from agent.config_schema import TierConfig
-from agent.exporters.base import ExportOutcome
-from agent.pipeline import SpanPipeline
-from agent.sampling import TieredSampler
-from agent.selfmetrics import SelfMetrics
-from instrumentation.keep_errors import KEPT_BY_ATTR, KeepErrorsBuffer, build_keep_errors, span_failed
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import TierConfig
+from pulsetrace.exporters.base import ExportOutcome
+from pulsetrace.tracing.pipeline import SpanPipeline
+from pulsetrace.tracing.sampling import TieredSampler
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.keep_errors import KEPT_BY_ATTR, KeepErrorsBuffer, build_keep_errors, span_failed
 
 NEVER = {t: TierConfig(0.0, 0.0) for t in ("critical", "business", "general", "health")}
 

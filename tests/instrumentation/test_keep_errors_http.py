@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from agent import runtime
-from agent.config import config_from_mapping
-from agent.store import LocalStore, StoredSpan
-from instrumentation import business_span
-from instrumentation.asgi import PulseTraceMiddleware
+from pulsetrace import runtime
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.store import LocalStore, StoredSpan
+from pulsetrace.instrumentation import business_span
+from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 from tests.servers import free_port, wait_port
 
 

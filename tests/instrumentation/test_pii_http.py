@@ -33,11 +33,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agent import runtime
-from agent.config import config_from_mapping
-from instrumentation import business_span, set_business_attributes
-from instrumentation.asgi import PulseTraceMiddleware
-from instrumentation.pii import luhn_valid
+from pulsetrace import runtime
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.instrumentation import business_span, set_business_attributes
+from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
+from pulsetrace.instrumentation.pii import luhn_valid
 from tests.instrumentation.test_keep_errors_http import ThreadedUvicorn
 from tests.otlp_fixtures import otlp_receiver  # noqa: F401  (a pytest fixture)
 from tests.otlp_receiver import OtlpReceiver

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-from agent.selfmetrics import SelfMetrics
-from instrumentation import pii
-from instrumentation.pii import (
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation import pii
+from pulsetrace.instrumentation.pii import (
     EMAIL,
     MAX_SCRUB_CHARS,
     REDACTED,

@@ -13,8 +13,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Link, Status, StatusCode
 
-from agent.selfmetrics import SelfMetrics
-from instrumentation.pii import REDACTED, PiiScrubber, luhn_valid, scrub_text
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation.pii import REDACTED, PiiScrubber, luhn_valid, scrub_text
 
 CARDS = ["4111111111111111", "5500005555555559", "378282246310005", "6011111111111117", "4222222222222"]
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-import agent.sampling
-from agent.config import config_from_mapping
-from agent.config_schema import RuleConfig, TierConfig
-from agent.sampling import MAX_MATCH_CHARS, Bucket, TieredSampler, build_sampler, glob_matcher
-from agent.selfmetrics import SelfMetrics
+import pulsetrace.tracing.sampling
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import RuleConfig, TierConfig
+from pulsetrace.tracing.sampling import MAX_MATCH_CHARS, Bucket, TieredSampler, build_sampler, glob_matcher
+from pulsetrace.selfmetrics import SelfMetrics
 
 TIERS = {name: TierConfig(1.0, 0.0) for name in ("critical", "business", "general", "health")}
 BUDGET_S = 0.05
@@ -180,10 +180,10 @@ def test_combined_rule_regex_agrees_with_rule_by_rule_matching_on_random_rules()
 
 
 def test_module_source_compiles_with_warnings_as_errors() -> None:
-    source = Path(agent.sampling.__file__).read_text(encoding="utf-8")
+    source = Path(pulsetrace.tracing.sampling.__file__).read_text(encoding="utf-8")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        compile(source, agent.sampling.__file__, "exec")
+        compile(source, pulsetrace.tracing.sampling.__file__, "exec")
 
 
 # -- fork -----------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from agent.config import config_from_mapping
-from agent.config_schema import RuleConfig, TierConfig
-from agent.config_validate import ConfigError
-from agent.sampling import Bucket, TieredSampler, build_sampler, glob_matcher, load_xray_rules
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import RuleConfig, TierConfig
+from pulsetrace.config.build import ConfigError
+from pulsetrace.tracing.sampling import Bucket, TieredSampler, build_sampler, glob_matcher, load_xray_rules
+from pulsetrace.selfmetrics import SelfMetrics
 
 TIERS = {"critical": TierConfig(0.5, 1.0), "business": TierConfig(0.3, 1.0), "general": TierConfig(0.2, 1.0),
          "health": TierConfig(0.01, 0.0)}

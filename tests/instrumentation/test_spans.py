@@ -11,12 +11,12 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from agent.config import config_from_mapping
-from agent.selfmetrics import SelfMetrics
-from instrumentation import pii
-from instrumentation.keep_errors import KEPT_BY_ATTR, with_attributes
-from instrumentation.pii import PiiScrubber, build_scrubber
-from instrumentation.spans import copy_event, copy_link, copy_span
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.instrumentation import pii
+from pulsetrace.instrumentation.keep_errors import KEPT_BY_ATTR, with_attributes
+from pulsetrace.instrumentation.pii import PiiScrubber, build_scrubber
+from pulsetrace.instrumentation.spans import copy_event, copy_link, copy_span
 
 TIGHT = SpanLimits(max_span_attributes=3, max_events=2, max_links=1, max_event_attributes=1, max_link_attributes=1)
 
@@ -101,8 +101,8 @@ def test_keep_errors_marking_keeps_drop_counts(limits: SpanLimits | None) -> Non
     assert identity(out) == identity(span) and out.events == span.events
 
 
-@pytest.mark.parametrize("module", ["instrumentation.annotations", "instrumentation.enrich",
-                                    "instrumentation.keep_errors", "instrumentation.pii"])
+@pytest.mark.parametrize("module", ["pulsetrace.instrumentation.annotations", "pulsetrace.instrumentation.enrich",
+                                    "pulsetrace.instrumentation.keep_errors", "pulsetrace.instrumentation.pii"])
 def test_export_steps_copy_spans_only_through_copy_span(module: str) -> None:
     source = inspect.getsource(importlib.import_module(module))
     assert "ReadableSpan(" not in source and "Event(" not in source and "Link(" not in source

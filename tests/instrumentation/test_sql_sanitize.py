@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instrumentation.sql import sanitize_sql
+from pulsetrace.instrumentation.sql import sanitize_sql
 
 
 @pytest.mark.parametrize(("statement", "expected"), [

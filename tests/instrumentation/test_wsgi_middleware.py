@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
-from instrumentation.wsgi import PulseTraceWSGIMiddleware
+from pulsetrace.instrumentation.wsgi import PulseTraceWSGIMiddleware
 
 
 class Collect(SpanExporter):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from agent.store import LocalStore, StoredSpan
+from pulsetrace.store import LocalStore, StoredSpan
 from tests.servers import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def start_service(tmp: Path, config: Path, app: str, *, workers: int = 1, env: d
     port = port or free_port()
     log = tmp / f"{name}-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]), **(env or {})}
-    cmd = wrapper if wrapper is not None else [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--"]
+    cmd = wrapper if wrapper is not None else [sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(config), "--"]
     cmd = [*cmd, sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning"]
     if workers > 1:

@@ -24,13 +24,13 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from agent.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
-from agent.config import config_from_mapping
-from agent.config_schema import Config
-from agent.health_metrics import publish_health
-from agent.metrics_publisher import MetricDatum, MetricsPublisher, value_datum
-from agent.selfmetrics import SelfMetrics
-from agent.span_metrics import build_recorder
+from pulsetrace.metrics.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.config.schema import Config
+from pulsetrace.metrics.health_metrics import publish_health
+from pulsetrace.metrics.publisher import MetricDatum, MetricsPublisher, value_datum
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.request_metrics import build_recorder
 from tests.servers import AWS_TEST_ENV, MotoServer, free_port
 
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))

@@ -18,9 +18,9 @@ import boto3
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.cloudwatch_render import build_plan
-from agent.config import load_config
+from pulsetrace.cli.main import main
+from pulsetrace.metrics.render import build_plan
+from pulsetrace.config.load import load_config
 from tests.servers import MotoServer, free_port
 
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import config_from_mapping
-from agent.health_metrics import wire_health_metrics
-from agent.selfmetrics import SelfMetrics
-from healthchecks.service import start_in_thread
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.metrics.health_metrics import wire_health_metrics
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.healthchecks.service import start_in_thread
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import RedisServer, free_port
 

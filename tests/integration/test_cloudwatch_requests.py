@@ -31,12 +31,12 @@ APP = textwrap.dedent('''
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from instrumentation import business_operation, record_outcome
+    from pulsetrace.instrumentation import business_operation, record_outcome
 
 
     @business_operation("payment.create", tier="critical")
     async def create_payment(user_id: str, school_id: str, amount: float, fail: bool) -> bool:
-        from instrumentation import set_business_attributes
+        from pulsetrace.instrumentation import set_business_attributes
         set_business_attributes(user_id=user_id, school_id=school_id, payment_amount=amount)
         record_outcome(success=not fail, reason="declined" if fail else None)
         return not fail

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.health_server import HealthServer, Request, Response, json_response
-from healthchecks.postgres_probe import PostgresProbe
-from healthchecks.service import start_in_thread
+from pulsetrace.http_server import HealthServer, Request, Response, json_response
+from pulsetrace.healthchecks.postgres_probe import PostgresProbe
+from pulsetrace.healthchecks.service import start_in_thread
 from tests.healthchecks.support import hammer, health_config, probe_cfg, probe_context
 from tests.servers import PostgresServer
 

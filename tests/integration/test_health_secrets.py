@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from healthchecks.service import start_in_thread
+from pulsetrace.healthchecks.service import start_in_thread
 from tests.healthchecks.support import Answer, Gateway, health_config
 from tests.servers import PG_PASSWORD, PostgresServer, free_port, wait_port
 
@@ -114,7 +114,7 @@ def test_no_secret_in_endpoints_metrics_or_logs(postgres_server: PostgresServer,
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", *args,
+    return subprocess.run([sys.executable, "-c", "from pulsetrace.cli.main import main; raise SystemExit(main())", *args,
                            "--config", str(config)], cwd=str(config.parent), env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
 
@@ -132,7 +132,7 @@ def test_no_secret_in_check_sla_or_serve_output(postgres_server: PostgresServer,
         assert "Traceback" not in out.stderr
         assert_clean(" ".join(args), out.stdout + out.stderr)
     assert cli(config, "check").returncode == 1  # db is UP, the others are not critical
-    proc = subprocess.Popen([sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", "serve",
+    proc = subprocess.Popen([sys.executable, "-c", "from pulsetrace.cli.main import main; raise SystemExit(main())", "serve",
                              "--config", str(config)], cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -42,8 +42,8 @@ def _build_service() -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from agent import runtime
-    from instrumentation.asgi import PulseTraceMiddleware
+    from pulsetrace import runtime
+    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 
     runtime.start(os.environ["PT_CONFIG"], instrument=False)
     propagators = {"w3c": TraceContextTextMapPropagator(), "xray": AwsXRayPropagator()}

@@ -188,10 +188,10 @@ def test_dead_otlp_endpoint_does_not_slow_requests_and_exit_stays_bounded(tmp_pa
 def test_wrapper_passes_the_exit_code_and_signals_of_a_plain_python_child(tmp_path: Path, store: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", store)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable,
+    done = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--", sys.executable,
                            "-c", "import sys; sys.exit(3)"], env=env, capture_output=True, timeout=60)
     assert done.returncode == 3, done.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable,
+    proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--", sys.executable,
                              "-c", "import time; print('ready', flush=True); time.sleep(60)"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
@@ -201,7 +201,7 @@ def test_wrapper_passes_the_exit_code_and_signals_of_a_plain_python_child(tmp_pa
 
 def test_command_not_found_is_one_line_and_exit_127(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PULSETRACE_STORE": str(tmp_path / "s")}
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--", "no-such-command-xyz"], env=env,
+    done = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "run", "--", "no-such-command-xyz"], env=env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 127
     assert done.stderr.strip().count("\n") == 0 and "no-such-command-xyz" in done.stderr
@@ -221,7 +221,7 @@ def test_python_module_child_spans_reach_the_store(tmp_path: Path, store: Path) 
         "        pass\n")
     cfg = write_config(tmp_path / "c.yaml", store)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable, "-m",
+    done = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--", sys.executable, "-m",
                            "myservice", f"http://127.0.0.1:{free_port()}/"], env=env, capture_output=True,
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -261,7 +261,7 @@ def test_gunicorn_with_uvicorn_workers_is_instrumented(tmp_path: Path, store: Pa
     port = free_port()
     log = tmp_path / "g.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)])}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable,
+    proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--", sys.executable,
                              "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b",
                              f"127.0.0.1:{port}", "svc_front:app"], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -285,7 +285,7 @@ def test_gunicorn_sync_workers_serving_wsgi_are_instrumented(tmp_path: Path, sto
     port = free_port()
     log = tmp_path / "w.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)])}
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg), "--", sys.executable,
+    proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--", sys.executable,
                              "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "svc_wsgi:app"], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -329,7 +329,7 @@ def test_sigterm_to_a_plain_python_child_flushes_its_spans_then_ends_it_by_sigte
               "    pass\n"
               "print('ready', flush=True)\n"
               "time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--no-health", "--config", str(cfg), "--",
+    proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "run", "--no-health", "--config", str(cfg), "--",
                              sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     started = time.monotonic()

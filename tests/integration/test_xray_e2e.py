@@ -24,7 +24,7 @@ import boto3
 import httpx
 import pytest
 
-from agent.servicemap import build_graph, fetch_xray_documents
+from pulsetrace.views.servicemap import build_graph, fetch_xray_documents
 from tests.agent.test_xray_corpus import schema_validator
 from tests.agent.test_xray_udp import UdpDaemon
 from tests.integration.service_runner import APPS, ROOT, start_service, write_config

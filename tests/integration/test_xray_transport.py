@@ -23,11 +23,11 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from agent.config import config_from_mapping
-from agent.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
-from agent.exporters.xray_api import XRayApiExporter
-from agent.exporters.xray_udp import XRayUdpExporter
-from agent.selfmetrics import SelfMetrics
+from pulsetrace.config.load import config_from_mapping
+from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters.xray_api import XRayApiExporter
+from pulsetrace.exporters.xray_udp import XRayUdpExporter
+from pulsetrace.selfmetrics import SelfMetrics
 from tests.agent.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
 from tests.agent.test_xray_udp import HEADER, UdpDaemon
 from tests.servers import MotoServer, free_port

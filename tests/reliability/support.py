@@ -131,7 +131,7 @@ def total_requests(results: list[WrkResult]) -> int:
 
 def status_json(store: Path) -> dict[str, Any]:
     """``pulsetrace status --json`` for this store, as a user would read it."""
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--json", "--store", str(store)],
+    done = subprocess.run([sys.executable, "-m", "pulsetrace.cli.main", "status", "--json", "--store", str(store)],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     doc: dict[str, Any] = json.loads(done.stdout)

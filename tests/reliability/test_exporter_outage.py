@@ -155,7 +155,7 @@ def _xray_api_config(port: int) -> dict[str, Any]:
 
 
 def _xray_api_arrived(moto: MotoOnPort, store: Path, marker: str) -> bool:
-    from agent.xray_segments import xray_trace_id
+    from pulsetrace.xray.segments import xray_trace_id
     from tests.integration.test_xray_transport import stored_documents
 
     ids = [xray_trace_id(t) for t in _marker_trace_ids(store, marker)]
@@ -261,7 +261,7 @@ def test_destination_down_costs_no_latency_is_counted_recovers_and_exits_fast(se
         counted = wait_for(lambda: {r: n for r, n in dropped(f_store).items() if r in dest.drop_reasons}, timeout=20)
         assert counted, (dropped(f_store), fault.output()[-2000:])
     else:  # CloudWatch: metric data, not spans, are lost; the publisher counts its failed sends
-        from agent.store import LocalStore
+        from pulsetrace.store import LocalStore
 
         def failures() -> float:
             s = LocalStore(f_store, create=False)

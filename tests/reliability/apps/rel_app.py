@@ -98,7 +98,7 @@ async def spans(request: Request) -> PlainTextResponse:
 async def attrs(request: Request) -> PlainTextResponse:
     from opentelemetry import trace
 
-    from instrumentation import business_span, set_business_attributes
+    from pulsetrace.instrumentation import business_span, set_business_attributes
 
     pairs = pickle.loads(await request.body())  # test-only app on loopback: the body comes from the fuzz test
     span = trace.get_current_span()

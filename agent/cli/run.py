@@ -1,0 +1,153 @@
+"""``pulsetrace run -- CMD ...``: the per-container supervisor.
+
+It validates the configuration, starts ``CMD`` with the bootstrap folder on
+``PYTHONPATH`` (every Python process the command starts, workers included, starts
+the agent), runs the health probes and the health server once for the whole
+container, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the child,
+and exits with the child's exit code (128 + N when a signal N ended it). Spans are
+flushed by each process on its own way out, within ``tracing.shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pulsetrace.cli.main import CliError
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+#: Signals a terminal sends to its whole foreground process group (the child is in ours then).
+_TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
+def boot_dir() -> str:
+    return str(Path(__file__).resolve().parent / "boot")
+
+
+def child_env(config_path: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: bootstrap on PYTHONPATH, our packages importable, config passed on."""
+    env = dict(os.environ if base is None else base)
+    project_root = Path(__file__).resolve().parent.parent
+    parts = [boot_dir()]
+    if project_root.name not in ("site-packages", "dist-packages"):
+        parts.append(str(project_root))  # a source checkout (editable install): make it importable
+    if env.get("PYTHONPATH"):
+        parts.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PULSETRACE_BOOT"] = "1"
+    env["PULSETRACE_SUPERVISOR_PID"] = str(os.getpid())
+    if config_path:
+        env["PULSETRACE_CONFIG"] = str(Path(config_path).resolve())
+    return env
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="run a command auto-instrumented, with probes and /health",
+                       description="Run CMD auto-instrumented. Example: pulsetrace run -- uvicorn shop.app:app")
+    p.add_argument("--no-health", action="store_true", help="do not run probes and the health server here")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    p.set_defaults(func=run)
+
+
+def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any]:
+    """The container's health service (and its CloudWatch publisher when metrics are on)."""
+    from pulsetrace.selfmetrics import SelfMetrics
+    from pulsetrace.healthchecks.service import start_in_thread
+
+    metrics = SelfMetrics()
+    try:
+        handle = start_in_thread(cfg, child_alive=child_alive, metrics=metrics)
+    except OSError as exc:  # e.g. the health port is taken: the app still runs
+        sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
+        return None, None
+    publisher = None
+    if cfg.metrics.cloudwatch.mode != "off":
+        from pulsetrace.metrics.health_metrics import wire_health_metrics
+
+        publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, metrics)
+    return handle, publisher
+
+
+def _stop_in_background(health: Any, publisher: Any) -> None:
+    """Stop the health service and publisher, waiting at most ~1 s: the child has already exited."""
+
+    def stop() -> None:
+        if health is not None:
+            health.stop(0.5)
+        if publisher is not None:
+            publisher.shutdown(0.4)
+
+    stopper = threading.Thread(target=stop, name="pulsetrace-health-stop", daemon=True)
+    stopper.start()
+    stopper.join(1.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise CliError("nothing to run: pulsetrace run -- CMD [ARGS...]", 2)
+    from pulsetrace.config.load import load_config
+    from pulsetrace.config.build import ConfigError
+    from pulsetrace.instrumentation.auto import required_problems
+
+    cfg = load_config(args.config)
+    problems = required_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    executable = shutil.which(cmd[0])
+    if executable is None:
+        raise CliError(f"command not found: {cmd[0]}", 127)
+    config_path = args.config or os.environ.get("PULSETRACE_CONFIG") or (
+        "pulsetrace.yaml" if Path("pulsetrace.yaml").exists() else None)
+    env = child_env(config_path)
+    # Handlers first: a SIGTERM that arrives while the child is being started is held and
+    # forwarded as soon as it exists (never leaving an orphan behind).
+    child: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
+    interactive = _stdin_is_terminal()
+
+    def forward(signum: int, _frame: object) -> None:
+        if interactive and signum in _TERMINAL_SIGNALS:
+            return  # the terminal sent it to the child's process group (ours) already
+        if not child:
+            pending.append(signum)
+            return
+        try:
+            child[0].send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+    health = publisher = None
+    try:
+        # At a terminal the child stays in our process group, so it can read the terminal
+        # (a debugger, a prompt) and Ctrl-C / Ctrl-Z reach it directly. Otherwise (containers,
+        # CI) it gets a group of its own and every signal reaches it through us, exactly once.
+        proc = subprocess.Popen(cmd, env=env, process_group=None if interactive else 0)
+        child.append(proc)
+        for signum in pending:
+            proc.send_signal(signum)
+        if cfg.health.enabled and not args.no_health:
+            health, publisher = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _stop_in_background(health, publisher)
+    return 128 - code if code < 0 else code

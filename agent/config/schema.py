@@ -1,0 +1,275 @@
+"""The typed configuration model: frozen dataclasses, one per YAML section.
+
+The field names are the YAML keys of ``shared/INTERFACE.md``. Constraints a value
+must meet live in each field's ``metadata`` (``min``, ``max``, ``secret``,
+``choices``) so that the one validator in :mod:`pulsetrace.config.build` can report
+every problem in one pass. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: A duration in seconds. In YAML: ``500ms``, ``15s``, ``2m``, ``1h``, ``7d`` or a number.
+Duration = float
+
+TIER_NAMES: tuple[str, ...] = ("critical", "business", "general", "health")
+EXPORTER_NAMES: tuple[str, ...] = ("local", "otlp", "xray-udp", "xray-api", "console")
+INSTRUMENTATION_NAMES: tuple[str, ...] = ("asgi", "wsgi", "httpx", "asyncpg", "redis", "botocore")
+PROBE_TYPES: tuple[str, ...] = ("postgres", "redis", "http", "rfid", "passive", "custom")
+
+
+def _c(**meta: Any) -> Any:
+    """Field metadata shorthand."""
+    return meta
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str = "unknown_service"
+    environment: str = "default"
+    version: str = "0.0.0"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = ".pulsetrace"
+    retention: Duration = field(default=7 * 86400.0, metadata=_c(min=60.0, max=3650 * 86400.0))
+    max_mb: float = field(default=512.0, metadata=_c(min=1.0, max=1024.0 * 1024.0))
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    endpoint: str = field(default="http://127.0.0.1:4318", metadata=_c(secret=True))
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.05, max=60.0))
+
+
+@dataclass(frozen=True)
+class XRayConfig:
+    daemon_address: str = "127.0.0.1:2000"
+    region: str = ""
+    endpoint_url: str = ""
+
+
+@dataclass(frozen=True)
+class InstrumentationsConfig:
+    disabled: list[str] = field(default_factory=list, metadata=_c(choices=INSTRUMENTATION_NAMES))
+    #: Instrumentations that must be present: a missing library is then a config error.
+    required: list[str] = field(default_factory=list, metadata=_c(choices=INSTRUMENTATION_NAMES))
+    #: Record the upstream ASGI per-message ``http send``/``http receive`` spans (noisy, off).
+    asgi_message_spans: bool = False
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    rate: float = field(default=0.2, metadata=_c(min=0.0, max=1.0))
+    reservoir: float = field(default=1.0, metadata=_c(min=0.0))
+
+
+def _default_tiers() -> dict[str, TierConfig]:
+    return {
+        "critical": TierConfig(rate=0.5, reservoir=1.0),
+        "business": TierConfig(rate=0.3, reservoir=1.0),
+        "general": TierConfig(rate=0.2, reservoir=1.0),
+        "health": TierConfig(rate=0.01, reservoir=0.0),
+    }
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    tier: str = field(default="general", metadata=_c(choices=TIER_NAMES))
+    path: str = ""
+    method: str = ""
+    host: str = ""
+    name: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def _default_rules() -> list[RuleConfig]:
+    return [
+        RuleConfig(tier="health", path="/health*"),
+        RuleConfig(tier="critical", path="/payments*"),
+        RuleConfig(tier="critical", path="/login*"),
+        RuleConfig(tier="critical", path="/auth*"),
+        RuleConfig(tier="business", path="/orders*"),
+        RuleConfig(tier="business", path="/rfid*"),
+    ]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    default_tier: str = field(default="general", metadata=_c(choices=TIER_NAMES))
+    tiers: dict[str, TierConfig] = field(default_factory=_default_tiers, metadata=_c(keys=TIER_NAMES))
+    rules: list[RuleConfig] = field(default_factory=_default_rules)
+    #: Path to an AWS X-Ray local sampling-rules JSON document (version 2), used after ``rules``.
+    xray_rules_file: str = ""
+    keep_errors: bool = True
+    slow_ms: float = field(default=2000.0, metadata=_c(min=0.0))
+    #: Bounds of the keep-errors buffer.
+    max_pending_traces: int = field(default=2048, metadata=_c(min=1, max=1_000_000))
+    max_spans_per_trace: int = field(default=256, metadata=_c(min=1, max=100_000))
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    annotations: list[str] = field(default_factory=lambda: ["payment.method", "school.id", "business.operation",
+                                                            "business.outcome", "sampling.tier"])
+
+
+@dataclass(frozen=True)
+class PiiConfig:
+    hash_keys: list[str] = field(default_factory=list)
+    hash_secret: str = field(default="", metadata=_c(secret=True))
+    #: Extra attribute-key fragments whose values are always redacted.
+    secret_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    exporters: list[str] = field(default_factory=lambda: ["local"], metadata=_c(choices=EXPORTER_NAMES))
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    xray: XRayConfig = field(default_factory=XRayConfig)
+    instrumentations: InstrumentationsConfig = field(default_factory=InstrumentationsConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    business: BusinessConfig = field(default_factory=BusinessConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    #: Bounded export queue (spans); a full queue drops and counts.
+    queue_size: int = field(default=4096, metadata=_c(min=16, max=1_000_000))
+    batch_size: int = field(default=256, metadata=_c(min=1, max=100_000))
+    export_interval: Duration = field(default=1.0, metadata=_c(min=0.01, max=60.0))
+    #: How long ``shutdown`` may wait for the last export, in total.
+    shutdown_timeout: Duration = field(default=1.5, metadata=_c(min=0.0, max=30.0))
+
+
+@dataclass(frozen=True)
+class ImpactConfig:
+    revenue_per_minute: float = field(default=0.0, metadata=_c(min=0.0))
+    users: int = field(default=0, metadata=_c(min=0))
+    capabilities: list[str] = field(default_factory=list)
+    #: Share of the impact that counts while DEGRADED (DOWN counts fully).
+    degraded_weight: float = field(default=0.25, metadata=_c(min=0.0, max=1.0))
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """One probe. Common keys first; the rest are read by the probe type named in ``type``.
+
+    ``thresholds`` keys per type (all optional): postgres ``connect_ms``, ``query_ms``,
+    ``replay_lag_s``; redis ``ping_ms``, ``memory_ratio``, ``hit_ratio``, ``evictions``; http
+    ``latency_ms``; rfid ``degraded_ratio``, ``down_ratio``, ``min_readers``; passive
+    ``success_rate``, ``degraded_rate`` (percent). See docs/health.md.
+    """
+
+    name: str
+    type: str = field(default="custom", metadata=_c(choices=PROBE_TYPES))
+    interval: Duration = field(default=15.0, metadata=_c(min=0.05, max=86400.0))
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.01, max=3600.0))
+    jitter: float = field(default=0.1, metadata=_c(min=0.0, max=0.5))
+    critical: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+    sla: float = field(default=99.9, metadata=_c(min=0.0, max=100.0))
+    impact: ImpactConfig = field(default_factory=ImpactConfig)
+    failure_threshold: int | None = field(default=None, metadata=_c(min=1, max=1000))
+    success_threshold: int | None = field(default=None, metadata=_c(min=1, max=1000))
+    # postgres
+    dsn: str = field(default="", metadata=_c(secret=True))
+    check_replica: bool = False
+    # redis / http
+    url: str = field(default="", metadata=_c(secret=True))
+    # http
+    method: str = field(default="GET", metadata=_c(choices=("GET", "HEAD", "POST", "PUT", "OPTIONS")))
+    headers: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
+    expect_status: list[int] = field(default_factory=lambda: [200], metadata=_c(min=100, max=599))
+    json_condition: str = ""
+    cert_expiry_days: float = field(default=14.0, metadata=_c(min=0.0))
+    preset: str = field(default="", metadata=_c(choices=("", "razorpay")))
+    verify_tls: bool = True
+    #: A PEM CA bundle to trust for this probe (a private CA), in addition to nothing else.
+    ca_file: str = ""
+    #: HTTP basic auth (the razorpay preset: key id and key secret; from
+    #: ``RAZORPAY_KEY_ID`` / ``RAZORPAY_KEY_SECRET`` when empty).
+    username: str = field(default="", metadata=_c(secret=True))
+    password: str = field(default="", metadata=_c(secret=True))
+    # rfid
+    source: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
+    max_age: Duration = field(default=60.0, metadata=_c(min=0.1))
+    # passive
+    operation: str = ""
+    window: Duration = field(default=300.0, metadata=_c(min=1.0))
+    min_samples: int = field(default=20, metadata=_c(min=1))
+    # custom
+    target: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    listen: str = "127.0.0.1:8081"
+    token: str = field(default="", metadata=_c(secret=True))
+    failure_threshold: int = field(default=2, metadata=_c(min=1, max=1000))
+    success_threshold: int = field(default=2, metadata=_c(min=1, max=1000))
+    probes: list[ProbeConfig] = field(default_factory=list)
+    enabled: bool = True
+    #: SLA: whether DEGRADED time counts as available (it does by default: slow is not down).
+    degraded_is_available: bool = True
+    #: Burn-rate guard: fewer probe results than this in the long window give no burn rate.
+    burn_min_samples: int = field(default=12, metadata=_c(min=1))
+    #: Burn-rate guard: an alert needs at least this many failed results in the long window.
+    burn_min_failures: int = field(default=3, metadata=_c(min=1))
+    #: The snapshot is stale (``/health`` 503) when older than this many longest intervals.
+    stale_factor: float = field(default=3.0, metadata=_c(min=1.0, max=100.0))
+    #: Health server: open connections at most (more are answered 503 and closed).
+    max_connections: int = field(default=512, metadata=_c(min=1, max=100_000))
+
+
+@dataclass(frozen=True)
+class CloudWatchConfig:
+    """CloudWatch metrics (``pulsetrace.metrics.publisher``) and alarms/dashboards (``pulsetrace.metrics.render``)."""
+
+    mode: Literal["emf", "api", "off"] = "off"
+    namespace: str = "PulseTrace"
+    emf_output: str = "stdout"
+    interval: Duration = field(default=60.0, metadata=_c(min=1.0, max=3600.0))
+    region: str = ""
+    endpoint_url: str = ""
+    #: Metric data held for a later attempt while the destination is unreachable; the oldest go first.
+    max_buffer: int = field(default=20000, metadata=_c(min=100, max=1_000_000))
+    #: I/O timeout of one send (TCP/UDP EMF, one PutMetricData call).
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.05, max=60.0))
+    #: CloudWatch Logs group named in EMF documents sent to the CloudWatch agent (tcp/udp);
+    #: empty: ``<service>-metrics``.
+    log_group: str = ""
+    #: Distinct ``Operation`` values per process and per budget (routes; business operations); later ones
+    #: are folded into ``other`` (and counted). The ``operations`` listed are always kept.
+    max_operations: int = field(default=200, metadata=_c(min=1, max=10_000))
+    #: Business operations shown on the dashboard (routes are found by a SEARCH expression).
+    operations: list[str] = field(default_factory=lambda: ["payment.create", "order.create", "rfid.verify",
+                                                           "auth.login"])
+    #: Operation → failure rate (percent of requests that are errors or faults) that raises an alarm.
+    failure_alarms: dict[str, float] = field(default_factory=lambda: {"payment.create": 5.0},
+                                             metadata=_c(min=0.0, max=100.0))
+    #: Fewer requests than this in the alarm period never raise a failure-rate alarm.
+    failure_min_requests: int = field(default=20, metadata=_c(min=1))
+    #: Prefix of alarm, dashboard and SNS topic names.
+    alarm_prefix: str = "pulsetrace"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: Resource attributes from ``OTEL_RESOURCE_ATTRIBUTES`` (key=value pairs).
+    resource_attributes: dict[str, str] = field(default_factory=dict)
+    #: Where this configuration came from (a path, or ``""`` for all defaults). Not a YAML key.
+    source: str = field(default="", metadata=_c(internal=True))

@@ -1,0 +1,448 @@
+"""The CloudWatch metrics flusher: the datum model, the sink protocol and the background thread.
+
+Sources (the operation recorder, the health snapshot, the agent's self-metrics) are
+asked for their :class:`MetricDatum` list once per ``interval`` on the thread
+``pulsetrace-metrics``; the data go to one :class:`Sink` (EMF lines or
+PutMetricData). What a sink could not deliver for a passing reason (an endpoint
+down, throttling) stays in a bounded buffer for the next round; when the buffer is
+full the oldest data are dropped and counted as ``metrics_dropped{buffer_full}``.
+
+This module never does I/O on the caller's thread except in an explicit
+:meth:`MetricsPublisher.flush`, never raises out of the flusher, and is re-armed
+after ``fork()`` (the child starts with an empty buffer and its own thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pulsetrace.config.build import ConfigError, Problem
+from pulsetrace.selfmetrics import SelfMetrics
+
+if TYPE_CHECKING:
+    from pulsetrace.config.schema import Config
+
+_log = logging.getLogger("pulsetrace.metrics")
+
+#: The units CloudWatch accepts (PutMetricData ``Unit``, EMF ``Unit``).
+VALID_UNITS: frozenset[str] = frozenset({
+    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes",
+    "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second",
+    "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second",
+    "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
+})
+MAX_DIMENSIONS = 30
+MAX_DIMENSION_VALUE = 1024
+MAX_NAME = 255
+
+Dimensions = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDatum:
+    """One metric value for one dimension set, in one of three shapes.
+
+    - a single ``value``;
+    - a statistic set (``count``, ``total``, ``minimum``, ``maximum``; ``values`` empty);
+    - a distribution: a statistic set plus ``values``/``counts`` (at most 100 distinct
+      values, so it fits both EMF and PutMetricData) from which CloudWatch computes percentiles.
+    """
+
+    name: str
+    unit: str
+    dimensions: Dimensions
+    timestamp: float
+    value: float | None = None
+    count: float = 0.0
+    total: float = 0.0
+    minimum: float = 0.0
+    maximum: float = 0.0
+    values: tuple[float, ...] = ()
+    counts: tuple[float, ...] = ()
+
+    @property
+    def is_value(self) -> bool:
+        return self.value is not None
+
+
+def value_datum(name: str, unit: str, dimensions: Dimensions, timestamp: float, value: float) -> MetricDatum:
+    return MetricDatum(name, unit, dimensions, timestamp, value=float(value))
+
+
+def stats_datum(name: str, unit: str, dimensions: Dimensions, timestamp: float, count: float, total: float,
+                minimum: float, maximum: float) -> MetricDatum:
+    return MetricDatum(name, unit, dimensions, timestamp, count=float(count), total=float(total),
+                       minimum=float(minimum), maximum=float(maximum))
+
+
+# -- latency histogram: at most 100 buckets, so every distribution fits EMF (100) and the API (150) ------------
+
+HISTOGRAM_BUCKETS = 100
+_BASE_MS = 0.1
+_TOP_MS = 300_000.0
+#: Bucket ``i >= 1`` holds ``[BASE * R**(i-1), BASE * R**i)``; R ≈ 1.16 (a bucket is about ±8 % wide).
+_LOG_R = math.log(_TOP_MS / _BASE_MS) / (HISTOGRAM_BUCKETS - 2)
+_INV_LOG_R = 1.0 / _LOG_R
+_LOG_BASE = math.log(_BASE_MS)
+
+
+def bucket_index(ms: float) -> int:
+    """The histogram bucket of a latency in milliseconds (0 … 99)."""
+    if ms <= _BASE_MS:
+        return 0
+    i = 1 + int((math.log(ms) - _LOG_BASE) * _INV_LOG_R)
+    return i if i < HISTOGRAM_BUCKETS else HISTOGRAM_BUCKETS - 1
+
+
+def distribution_datum(name: str, unit: str, dimensions: Dimensions, timestamp: float,
+                       buckets: dict[int, list[float]], minimum: float, maximum: float) -> MetricDatum:
+    """A distribution from ``{bucket: [count, sum]}``.
+
+    Each bucket is represented by the mean of the values that fell in it, so the
+    ``Sum`` and ``Average`` CloudWatch computes from ``Values``/``Counts`` are exact and
+    the percentiles are within a bucket's width.
+    """
+    values: list[float] = []
+    counts: list[float] = []
+    count = total = 0.0
+    for idx in sorted(buckets):
+        n, s = buckets[idx]
+        if n <= 0:
+            continue
+        values.append(round(s / n, 6))
+        counts.append(float(n))
+        count += n
+        total += s
+    return MetricDatum(name, unit, dimensions, timestamp, count=count, total=total, minimum=minimum,
+                       maximum=maximum, values=tuple(values), counts=tuple(counts))
+
+
+# -- dimension hygiene ------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def clean_dimension_value(value: str, limit: int = 250) -> str:
+    """Printable, trimmed, non-empty, at most ``limit`` characters."""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    if len(text) > limit:
+        text = text[:limit]
+    return text or "unknown"
+
+
+def base_dimensions(cfg: Config) -> Dimensions:
+    return (("Service", clean_dimension_value(cfg.service.name)),
+            ("Environment", clean_dimension_value(cfg.service.environment)))
+
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9.\-_/#:]{1,255}$")
+
+
+def config_problems(cfg: Config) -> list[Problem]:
+    """Problems in ``metrics.cloudwatch`` that the schema cannot express (the CLI's validator may add these)."""
+    cw = cfg.metrics.cloudwatch
+    problems: list[Problem] = []
+    if not _NAMESPACE_RE.match(cw.namespace) or cw.namespace.startswith("AWS/"):
+        problems.append(Problem("metrics.cloudwatch.namespace", "not a custom CloudWatch namespace", cw.namespace,
+                                "1-255 of letters, digits and . - _ / # :, not starting with AWS/"))
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", cw.alarm_prefix):
+        problems.append(Problem("metrics.cloudwatch.alarm_prefix", "invalid name prefix", cw.alarm_prefix,
+                                "1-64 of letters, digits, '-' and '_'"))
+    out = cw.emf_output
+    if not (out == "stdout" or out.startswith(("file:", "tcp://", "udp://"))):
+        problems.append(Problem("metrics.cloudwatch.emf_output", "unknown EMF output", out,
+                                "stdout, file:PATH, tcp://HOST:PORT or udp://HOST:PORT"))
+    for scheme in ("tcp://", "udp://"):
+        if out.startswith(scheme):
+            host, sep, port = out[len(scheme):].rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                problems.append(Problem("metrics.cloudwatch.emf_output", "not a HOST:PORT address", out,
+                                        f"e.g. {scheme}127.0.0.1:25888"))
+    if out.startswith("file:") and not out[5:]:
+        problems.append(Problem("metrics.cloudwatch.emf_output", "file: needs a path", out, "file:/var/log/emf.log"))
+    return problems
+
+
+# -- sinks and the publisher ------------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """Where the data go. ``send`` runs on the flusher thread only and never raises.
+
+    It returns the data it could not deliver for a passing reason (to be retried at
+    the next flush); data it will never be able to deliver it drops and counts itself.
+    """
+
+    name: str
+
+    def send(self, datums: Sequence[MetricDatum], deadline: float) -> Sequence[MetricDatum]: ...
+
+    def close(self) -> None: ...
+
+    def after_fork(self) -> None: ...
+
+
+Source = Callable[[float], Sequence[MetricDatum]]
+
+
+class MetricsPublisher:
+    """Collects from its sources every ``interval`` seconds and sends to one sink.
+
+    Threading: :meth:`add_source`, :meth:`offer`, :meth:`flush`, :meth:`start` and
+    :meth:`shutdown` may be called from any thread; sources and the sink are only
+    called with the flush lock held, one flush at a time.
+    """
+
+    def __init__(self, sink: Sink, metrics: SelfMetrics, *, interval: float = 60.0, max_buffer: int = 20000,
+                 sources: Sequence[Source] = ()) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        self.sink = sink
+        self.metrics = metrics
+        self.interval = float(interval)
+        self.max_buffer = int(max_buffer)
+        self._sources: list[Source] = list(sources)
+        self._pending: collections.deque[MetricDatum] = collections.deque()
+        self._lock = threading.Lock()        # guards _pending and _sources
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._closed = False
+        # A per-process offset spreads a fleet's flushes over the first seconds of each interval.
+        self._offset = random.uniform(0.0, min(2.0, self.interval * 0.1))
+        metrics.gauge_fn("metrics_buffer_depth", lambda: float(len(self._pending)))
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    # -- sources and data ----------------------------------------------------------------------------------------
+
+    def add_source(self, source: Source) -> None:
+        with self._lock:
+            self._sources.append(source)
+
+    def offer(self, datums: Sequence[MetricDatum]) -> None:
+        """Queue data for the next flush (bounded: the oldest are dropped and counted)."""
+        if not datums:
+            return
+        with self._lock:
+            self._pending.extend(datums)
+            over = len(self._pending) - self.max_buffer
+            if over > 0:
+                for _ in range(over):
+                    self._pending.popleft()
+        if over > 0:
+            self.metrics.inc("metrics_dropped", over, reason="buffer_full")
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _collect(self, now: float) -> None:
+        with self._lock:
+            sources = list(self._sources)
+        for source in sources:
+            try:
+                self.offer(source(now))
+            except Exception:  # a broken source must not stop the others
+                self.metrics.inc("metrics_dropped", reason="source_failed")
+                _log.debug("metrics source failed", exc_info=True)
+
+    # -- flushing ------------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Collect from every source and send; ``True`` when nothing is left pending."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._flush_lock.acquire(timeout=max(0.0, timeout)):
+            return False
+        try:
+            self._collect(time.time())
+            return self._send(deadline)
+        finally:
+            self._flush_lock.release()
+
+    def _send(self, deadline: float) -> bool:
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        if not batch:
+            return True
+        try:
+            leftover = list(self.sink.send(batch, deadline))
+        except Exception:  # a sink must not raise; if one does, keep the data for the next round
+            _log.debug("metrics sink %s raised", self.sink.name, exc_info=True)
+            leftover = batch
+        if leftover:
+            with self._lock:
+                # Undelivered data go back in front of anything offered meanwhile, oldest first.
+                self._pending.extendleft(reversed(leftover))
+                over = len(self._pending) - self.max_buffer
+                for _ in range(max(0, over)):
+                    self._pending.popleft()
+            if over > 0:
+                self.metrics.inc("metrics_dropped", over, reason="buffer_full")
+            return False
+        return True
+
+    # -- the thread ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher thread (idempotent)."""
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self._stop = threading.Event()
+        t = threading.Thread(target=self._run, name="pulsetrace-metrics", daemon=True)
+        self._thread = t
+        t.start()
+
+    def _next_wait(self) -> float:
+        # Flush just after each interval boundary (plus this process's offset), so one
+        # datum lands in each CloudWatch period.
+        now = time.time()
+        boundary = (math.floor(now / self.interval) + 1) * self.interval + self._offset
+        return max(0.05, boundary - now)
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.wait(self._next_wait()):
+            try:
+                self.flush(timeout=max(0.5, self.interval * 0.8))
+            except Exception:
+                _log.debug("metrics flush failed", exc_info=True)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop the thread and make a last flush, never taking longer than ``timeout``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(max(0.0, min(0.2, deadline - time.monotonic())))
+        try:
+            self.flush(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            left = self.pending()
+            if left:
+                self.metrics.inc("metrics_dropped", left, reason="shutdown")
+            try:
+                self.sink.close()
+            except Exception:
+                _log.debug("metrics sink close failed", exc_info=True)
+
+    def _after_fork(self) -> None:
+        # The child must not re-send the parent's data; it starts empty with fresh locks and thread.
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending.clear()
+        try:
+            self.sink.after_fork()
+        except Exception:
+            _log.debug("metrics sink after_fork failed", exc_info=True)
+        if self._started and not self._closed:
+            self._spawn()
+
+
+# -- the agent's own counters and gauges ------------------------------------------------------------------------
+
+_MAX_SELF_SERIES = 100
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-.]+", name) if part)
+
+
+class SelfMetricsSource:
+    """:class:`SelfMetrics` as CloudWatch data: counters as per-interval deltas, gauges as they are.
+
+    ``spans_exported`` → ``SpansExported{Exporter}``, ``spans_dropped`` → ``SpansDropped{Reason}``,
+    any other counter ``x_y{reason}`` → ``XY{Reason}``; gauges ``name_s[:label]`` → ``Name`` in
+    milliseconds (``{Exporter: label}``), other gauges unit ``None`` (``Count`` for depths).
+    At most 100 series, so a counter with unexpected reasons cannot blow up cardinality.
+    """
+
+    def __init__(self, metrics: SelfMetrics, dimensions: Dimensions) -> None:
+        self.metrics = metrics
+        self.dimensions = dimensions
+        self._last: dict[tuple[str, str], float] = {}
+
+    def collect(self, now: float) -> list[MetricDatum]:
+        out: list[MetricDatum] = []
+        for (name, reason), total in sorted(self.metrics.counters().items()):
+            key = (name, reason)
+            if key not in self._last and len(self._last) >= _MAX_SELF_SERIES:
+                continue
+            delta = total - self._last.get(key, 0.0)
+            self._last[key] = total
+            if delta < 0:  # a reset: the counter started again
+                delta = total
+            dims = self.dimensions
+            if reason:
+                label = "Exporter" if name == "spans_exported" else "Reason"
+                dims = dims + ((label, clean_dimension_value(reason)),)
+            out.append(value_datum(_camel(name), "Count", dims, now, delta))
+        for gname, value in sorted(self.metrics.gauges().items()):
+            base, _, label = gname.partition(":")
+            dims = self.dimensions + ((("Exporter", clean_dimension_value(label)),) if label else ())
+            if base.endswith("_s"):
+                out.append(value_datum(_camel(base[:-2]), "Milliseconds", dims, now, value * 1000.0))
+            elif base.endswith("_ms"):
+                out.append(value_datum(_camel(base[:-3]), "Milliseconds", dims, now, value))
+            else:
+                unit = "Count" if base.endswith(("_depth", "_size", "_count")) else "None"
+                out.append(value_datum(_camel(base), unit, dims, now, value))
+        return out
+
+
+# -- wiring -----------------------------------------------------------------------------------------------------
+
+
+def build_sink(cfg: Config, metrics: SelfMetrics) -> Sink | None:
+    """The sink for ``metrics.cloudwatch.mode`` (``None`` when off)."""
+    mode = cfg.metrics.cloudwatch.mode
+    if mode == "emf":
+        from pulsetrace.metrics.emf import EmfSink
+
+        return EmfSink(cfg, metrics)
+    if mode == "api":
+        from pulsetrace.metrics.cloudwatch_api import PutMetricDataSink
+
+        return PutMetricDataSink(cfg, metrics)
+    return None
+
+
+def build_publisher(cfg: Config, metrics: SelfMetrics, *, self_metrics: bool = True) -> MetricsPublisher | None:
+    """A publisher for ``cfg`` (not started), with the agent's self-metrics as a source; ``None`` when off.
+
+    Raises :class:`ConfigError` for a ``metrics.cloudwatch`` value the schema cannot check.
+    """
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    sink = build_sink(cfg, metrics)
+    if sink is None:
+        return None
+    cw = cfg.metrics.cloudwatch
+    publisher = MetricsPublisher(sink, metrics, interval=cw.interval, max_buffer=cw.max_buffer)
+    if self_metrics:
+        publisher.add_source(SelfMetricsSource(metrics, base_dimensions(cfg)).collect)
+    return publisher

@@ -1,0 +1,336 @@
+"""The span pipeline: sampled spans → bounded queue → export thread → scrub → exporters.
+
+``on_end`` runs on the application's thread and only appends to a bounded deque
+(a full queue drops the span and counts ``spans_dropped{reason=queue_full}``).
+Everything else, scrubbing, encoding and network I/O, runs on background threads:
+one thread drains the queue and scrubs, and each exporter has its own thread and
+bounded backlog, so a destination that hangs (a TCP peer that never reads) delays
+only itself. ``shutdown(timeout)`` and ``force_flush(timeout)`` never wait longer
+than asked. Threads are re-created after ``fork()``.
+
+Unsampled spans (recorded only for keep-errors) are handed to ``unsampled_hook``,
+which may return spans to export after all (the local part of a failed trace).
+
+``force_flush`` returning ``True`` means every span that ended before the call has
+been through an exporter: the call takes a flush ticket and the drain thread
+acknowledges it only after a pass that started after the ticket was taken has
+offered everything to the channels; then the channels are waited for.
+
+``counter_sink`` (optional) is called by the pipeline thread at most every
+``counter_interval`` seconds and once at shutdown, so that the agent's counters
+(drops above all) reach the local store whichever exporters are configured.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from pulsetrace.exporters.base import Exporter, ExportOutcome
+from pulsetrace.selfmetrics import SelfMetrics
+
+_log = logging.getLogger("pulsetrace.pipeline")
+
+Scrubber = Callable[[ReadableSpan], ReadableSpan]
+UnsampledHook = Callable[[ReadableSpan], Sequence[ReadableSpan] | None]
+SpanHook = Callable[[ReadableSpan], None]
+CounterSink = Callable[[], None]
+
+#: The share of a shutdown's budget kept for the last ``counter_sink`` call (at most this many seconds).
+_COUNTER_SINK_RESERVE_S = 0.2
+
+
+class _Channel:
+    """One exporter with its own thread and a bounded backlog of batches."""
+
+    def __init__(self, exporter: Exporter, metrics: SelfMetrics, max_batches: int) -> None:
+        self.exporter = exporter
+        self.metrics = metrics
+        self.max_batches = max_batches
+        self.cond = threading.Condition()
+        self.batches: collections.deque[Sequence[ReadableSpan]] = collections.deque()
+        self.busy = False
+        self.stopping = False
+        self.thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        t = threading.Thread(target=self._run, name=f"pulsetrace-export-{self.exporter.name}", daemon=True)
+        t.start()
+        return t
+
+    def offer(self, batch: Sequence[ReadableSpan]) -> None:
+        with self.cond:
+            if len(self.batches) >= self.max_batches:
+                dropped = self.batches.popleft()  # drop the oldest: fresh data is worth more
+                self.metrics.inc("spans_dropped", len(dropped), reason=f"backlog:{self.exporter.name}")
+            self.batches.append(batch)
+            self.cond.notify()
+
+    def pending(self) -> int:
+        with self.cond:
+            return sum(len(b) for b in self.batches) + (1 if self.busy else 0)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.batches and not self.stopping:
+                    self.cond.wait()
+                if not self.batches and self.stopping:
+                    return
+                batch = self.batches.popleft()
+                self.busy = True
+            started = time.perf_counter()
+            try:
+                outcome = self.exporter.export(batch)
+            except Exception:  # an exporter must not raise; if one does, count and carry on
+                _log.debug("exporter %s raised", self.exporter.name, exc_info=True)
+                outcome = ExportOutcome.FAILURE
+            elapsed = time.perf_counter() - started
+            self.metrics.set_gauge(f"export_latency_s:{self.exporter.name}", elapsed)
+            if outcome is ExportOutcome.SUCCESS:
+                self.metrics.inc("spans_exported", len(batch), reason=self.exporter.name)
+            else:
+                self.metrics.inc("spans_dropped", len(batch), reason=f"export_failed:{self.exporter.name}")
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
+
+    def wait_idle(self, deadline: float) -> bool:
+        with self.cond:
+            while self.batches or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def stop(self, deadline: float) -> None:
+        self.wait_idle(deadline)
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        left = max(0.0, deadline - time.monotonic())
+        # An exporter's shutdown may block (a hung connection); give it what is left of
+        # the deadline on a helper thread and abandon it after that.
+        helper = threading.Thread(target=self._shutdown_exporter, args=(min(left, 0.5),),
+                                  name=f"pulsetrace-shutdown-{self.exporter.name}", daemon=True)
+        helper.start()
+        helper.join(left)
+
+    def _shutdown_exporter(self, timeout: float) -> None:
+        try:
+            self.exporter.shutdown(timeout)
+        except Exception:
+            _log.debug("exporter %s failed to shut down", self.exporter.name, exc_info=True)
+
+
+class SpanPipeline(SpanProcessor):
+    """Bounded, non-blocking span processor feeding any number of exporters."""
+
+    def __init__(
+        self,
+        exporters: Sequence[Exporter],
+        metrics: SelfMetrics,
+        *,
+        queue_size: int = 4096,
+        batch_size: int = 256,
+        interval: float = 1.0,
+        scrubber: Scrubber | None = None,
+        unsampled_hook: UnsampledHook | None = None,
+        span_hooks: Sequence[SpanHook] = (),
+        max_backlog_batches: int = 64,
+        counter_sink: CounterSink | None = None,
+        counter_interval: float = 5.0,
+    ) -> None:
+        self.exporters = list(exporters)
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.interval = interval
+        self.scrubber = scrubber
+        self.unsampled_hook = unsampled_hook
+        self.span_hooks = list(span_hooks)
+        self.max_backlog_batches = max_backlog_batches
+        self.counter_sink = counter_sink
+        self.counter_interval = counter_interval
+        self._last_counters = time.monotonic()
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._wake = threading.Event()
+        #: Flush tickets: ``force_flush`` takes ``_flush_asked + 1``; the drain thread sets ``_flush_done``
+        #: to the last ticket taken before a pass began, once that pass has offered everything.
+        self._flush_cond = threading.Condition()
+        self._flush_asked = 0
+        self._flush_done = 0
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._channels: list[_Channel] = []
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        metrics.gauge_fn("export_queue_depth", lambda: float(len(self._queue)))
+        self._start_threads()
+        ref = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    # -- threads -------------------------------------------------------------------------
+
+    def _start_threads(self) -> None:
+        self._channels = [_Channel(e, self.metrics, self.max_backlog_batches) for e in self.exporters]
+        self._thread = threading.Thread(target=self._run, name="pulsetrace-pipeline", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(); locks may be held by a thread that no longer exists.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flush_cond = threading.Condition()
+        self._flush_asked = self._flush_done = 0
+        self._last_counters = time.monotonic()
+        self._queue.clear()
+        for exporter in self.exporters:
+            reinit = getattr(exporter, "after_fork", None)
+            if reinit is not None:
+                try:
+                    reinit()
+                except Exception:
+                    _log.debug("exporter %s after_fork failed", exporter.name, exc_info=True)
+        if not self._shutdown:
+            self._start_threads()
+
+    # -- SpanProcessor -------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for hook in self.span_hooks:
+            try:
+                hook(span)
+            except Exception:  # a failing hook costs its own work, never the span
+                self.metrics.inc("span_hook_errors")
+        try:
+            ctx = span.context
+            if ctx is None or not ctx.trace_flags.sampled:
+                hook_u = self.unsampled_hook
+                if hook_u is None:
+                    return
+                kept = hook_u(span)
+                if kept:
+                    for s in kept:
+                        self._enqueue(s)
+                return
+            self._enqueue(span)
+        except Exception:  # telemetry never raises into the application
+            self.metrics.inc("spans_dropped", reason="internal_error")
+
+    def _enqueue(self, span: ReadableSpan) -> None:
+        # No getpid() here: it is a system call per span (about 0.5 µs on this machine), and
+        # the at-fork hook (run by os.fork and by servers' PyOS_AfterFork_Child) restarts us.
+        if self._shutdown:
+            self.metrics.inc("spans_dropped", reason="shutdown")
+            return
+        q = self._queue
+        if len(q) >= self.queue_size:
+            self.metrics.inc("spans_dropped", reason="queue_full")
+            return
+        q.append(span)
+        if len(q) >= self.batch_size:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            with self._flush_cond:
+                ticket = self._flush_asked  # every span ended before this ticket is in the queue now
+            self._drain()
+            with self._flush_cond:
+                if ticket > self._flush_done:
+                    self._flush_done = ticket
+                    self._flush_cond.notify_all()
+            if self.counter_sink is not None and time.monotonic() - self._last_counters >= self.counter_interval:
+                self._call_counter_sink()
+            if self._shutdown and not self._queue:
+                return
+
+    def _call_counter_sink(self) -> None:
+        self._last_counters = time.monotonic()
+        sink = self.counter_sink
+        if sink is None:
+            return
+        try:
+            sink()
+        except Exception:  # the counters are a report; failing to write them costs nothing else
+            self.metrics.inc("counter_sink_errors")
+            _log.debug("counter sink failed", exc_info=True)
+
+    def _drain(self) -> None:
+        q = self._queue
+        while q:
+            batch: list[ReadableSpan] = []
+            while q and len(batch) < self.batch_size:
+                span = q.popleft()
+                if self.scrubber is not None:
+                    try:
+                        span = self.scrubber(span)
+                    except Exception:
+                        # A span we cannot scrub is never exported: privacy over completeness.
+                        self.metrics.inc("spans_dropped", reason="scrub_failed")
+                        continue
+                batch.append(span)
+            if batch:
+                for channel in self._channels:
+                    channel.offer(batch)
+
+    def _flush_queue(self, deadline: float) -> bool:
+        """Wait until the spans queued before this call are offered to the channels, then for the channels."""
+        with self._flush_cond:
+            self._flush_asked += 1
+            ticket = self._flush_asked
+        self._wake.set()
+        with self._flush_cond:
+            while self._flush_done < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._flush_cond.wait(left)
+        return all(c.wait_idle(deadline) for c in self._channels)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued so far; ``False`` if that took longer than the timeout."""
+        if os.getpid() != self._pid:
+            self._after_fork()
+        if self._shutdown:
+            return True  # the threads are gone; shutdown already flushed what it could
+        return self._flush_queue(time.monotonic() + timeout_millis / 1000.0)
+
+    def shutdown(self, timeout: float = 1.5) -> None:
+        """Flush what is queued and stop, never taking longer than ``timeout`` seconds."""
+        if self._shutdown:
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        # With a counter sink, a slice of the budget is kept for the last report of the counters
+        # (the drops of a dead exporter are counted just before it).
+        reserve = min(_COUNTER_SINK_RESERVE_S, max(0.0, timeout) * 0.2) if self.counter_sink is not None else 0.0
+        work_deadline = deadline - reserve
+        self._flush_queue(work_deadline)
+        self._shutdown = True
+        self._wake.set()
+        pending = len(self._queue) + sum(c.pending() for c in self._channels)
+        for channel in self._channels:
+            channel.stop(work_deadline)
+        if pending:
+            self.metrics.inc("spans_dropped", pending, reason="shutdown_timeout")
+        if self.counter_sink is not None:
+            # On a helper thread: a store locked by another process must not hold the exit past the deadline.
+            helper = threading.Thread(target=self._call_counter_sink, name="pulsetrace-counters", daemon=True)
+            helper.start()
+            helper.join(max(0.0, deadline - time.monotonic()))
