@@ -7,10 +7,10 @@ A forked child (a pre-fork server's worker) starts from zero with a new lock.
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Callable
+
+from pulsetrace.forking import on_fork_in_child
 
 
 class SelfMetrics:
@@ -21,9 +21,7 @@ class SelfMetrics:
         self._counters: dict[tuple[str, str], float] = {}
         self._gauges: dict[str, float] = {}
         self._gauge_fns: dict[str, Callable[[], float]] = {}
-        # Weakly, so metrics that are replaced can still be collected.
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         """In a forked child (a gunicorn worker): a new lock, and counts that start from zero.

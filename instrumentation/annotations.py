@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import re
 import threading
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from pulsetrace.config.schema import Config
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.instrumentation.spans import copy_span
+from pulsetrace.selfmetrics import SelfMetrics
 
 __all__ = ["ANNOTATIONS_ATTR", "MAX_ANNOTATIONS_PER_TRACE", "MAX_KEY_CHARS", "MAX_VALUE_CHARS", "Annotator",
            "annotation_key", "annotation_value", "build_annotator", "merge_index_keys"]
@@ -108,9 +107,7 @@ class Annotator:
         self.max_per_trace = max_per_trace
         self._lock = threading.Lock()
         self._per_trace: collections.OrderedDict[int, set[str]] = collections.OrderedDict()
-        # Weakly, so an annotator that is replaced can still be collected.
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         """Called in a forked child: a new lock and no per-trace counts.

@@ -32,18 +32,17 @@ nothing else for a span that is not a local root. Never raises into the caller.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from pulsetrace.config.schema import Config
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.instrumentation.spans import copy_span
+from pulsetrace.selfmetrics import SelfMetrics
 
 __all__ = ["KEPT_BY_ATTR", "KeepErrorsBuffer", "build_keep_errors", "span_failed", "with_attributes"]
 
@@ -114,9 +113,7 @@ class KeepErrorsBuffer:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: collections.OrderedDict[int, _Pending] = collections.OrderedDict()
-        # Weakly, so a buffer that is replaced can still be collected.
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         """Called in a forked child: a new lock and nothing pending.

@@ -17,17 +17,16 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pulsetrace.config.build import ConfigError, Problem
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:
@@ -225,8 +224,7 @@ class MetricsPublisher:
         # A per-process offset spreads a fleet's flushes over the first seconds of each interval.
         self._offset = random.uniform(0.0, min(2.0, self.interval * 0.1))
         metrics.gauge_fn("metrics_buffer_depth", lambda: float(len(self._pending)))
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     # -- sources and data ----------------------------------------------------------------------------------------
 

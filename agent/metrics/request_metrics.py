@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import re
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING
 
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.metrics.publisher import (
     Dimensions,
     MetricDatum,
@@ -174,8 +173,7 @@ class Recorder:
         self._window_start = time.time()
         if publisher is not None:
             publisher.add_source(self.collect)
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     # -- the request path ---------------------------------------------------------------------------------------
 

@@ -28,13 +28,13 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from pulsetrace.exporters.base import Exporter, ExportOutcome
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
 
 _log = logging.getLogger("pulsetrace.pipeline")
@@ -176,8 +176,7 @@ class SpanPipeline(SpanProcessor):
         self._pid = os.getpid()
         metrics.gauge_fn("export_queue_depth", lambda: float(len(self._queue)))
         self._start_threads()
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     # -- threads -------------------------------------------------------------------------
 

@@ -25,11 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +38,9 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from pulsetrace.config.schema import TIER_NAMES, Config, RuleConfig, SamplingConfig, TierConfig
 from pulsetrace.config.build import ConfigError, Problem
+from pulsetrace.config.schema import TIER_NAMES, Config, RuleConfig, SamplingConfig, TierConfig
+from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
 
 __all__ = ["Bucket", "TieredSampler", "XRayRule", "build_sampler", "glob_matcher", "load_xray_rules"]
@@ -391,9 +390,7 @@ class TieredSampler(Sampler):
         self._segments = _compile_segments(self._rules, self._rule_globs)
         self._default_tier = default_tier
         self._dropped = SamplingResult(Decision.DROP)
-        # Weakly, so a sampler that is replaced can still be collected.
-        ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        on_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         for bucket in {id(b): b for b in (*self._buckets.values(), *(r.bucket for r in self._rules))}.values():
