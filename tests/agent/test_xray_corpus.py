@@ -24,8 +24,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
 from pulsetrace.xray.segments import XRayTranslator
 
-#: shared/ sits beside the repository (in the work tree and in CI's clone alike).
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "xray-segmentdocument-schema-v1.0.0.json"
+#: AWS's published segment document schema, vendored unchanged (origin and license: tests/specs/README.md).
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "specs" / "xray-segmentdocument-schema-v1.0.0.json"
 
 BASE_RESOURCE = {
     "service.name": "shop-api", "service.version": "1.4.2", "deployment.environment": "uat",
