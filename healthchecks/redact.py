@@ -17,20 +17,28 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from pulsetrace.config.secrets import (
+    MASK,
+    SECRET_QUERY_NAMES,
+    is_secret_key,
+    is_secret_query_name,
+    secret_key_regex,
+)
+
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config, ProbeConfig
 
-MASK = "****"
 #: Secrets shorter than this are not searched for (they would mangle every detail line);
 #: the generic patterns below still mask them where they appear as credentials.
 MIN_SECRET_LEN = 3
 
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/:@]*):([^\s@/]*)@")
+#: ``password=...``, ``"token": "..."``: a key naming a secret (the shared vocabulary) and its value.
 _KEY_VALUE = re.compile(
-    r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|key[_-]?secret|auth|signature|sig)"
+    rf"(?i)((?<=[?&;])(?:{'|'.join(sorted(SECRET_QUERY_NAMES))})="
+    rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{secret_key_regex()}))(?>[\w.\-]+)"
     r"[\"']?\s*[=:]\s*[\"']?)([^\s&\"',;}]+)")
 _AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
-_SECRET_OPTION = re.compile(r"(?i)(password|passwd|secret|token|key|credential|auth)")
 
 
 def url_secrets(url: str) -> list[str]:
@@ -45,7 +53,7 @@ def url_secrets(url: str) -> list[str]:
     if parts.username and parts.password:
         out.append(unquote(parts.username) + ":" + unquote(parts.password))
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if _SECRET_OPTION.search(key):
+        if is_secret_query_name(key):
             out.append(value)
     return out
 
@@ -83,8 +91,8 @@ class Redactor:
             if pattern is not None:
                 out = pattern.sub(MASK, out)
             out = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", out)
-            out = _KEY_VALUE.sub(lambda m: m.group(1) + MASK, out)
-            return _AUTH_HEADER.sub(lambda m: m.group(1) + " " + MASK, out)
+            out = _AUTH_HEADER.sub(lambda m: m.group(1) + " " + MASK, out)  # before key=value: "Authorization: Bearer x"
+            return _KEY_VALUE.sub(lambda m: m.group(1) + MASK, out)
         except Exception:  # a redactor that fails must fail closed
             return MASK
 
@@ -115,7 +123,7 @@ def probe_secrets(probe: ProbeConfig) -> list[str]:
     for key, value in probe.options.items():
         if not isinstance(value, str):
             continue
-        if _SECRET_OPTION.search(str(key)):
+        if is_secret_key(str(key)) or str(key).lower() in SECRET_QUERY_NAMES:
             out.append(value)
         elif "://" in value:  # a DSN or URL handed to a custom probe
             out += url_secrets(value)

@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from pulsetrace.config.build import Problem
+from pulsetrace.config.problems import Problem
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import ProbeConfig
@@ -33,7 +33,7 @@ RFID_SOURCE_KEYS = ("redis_url", "key_pattern", "dsn", "query", "push")
 
 
 def _masked(url: str) -> str:
-    from pulsetrace.config.load import mask_url
+    from pulsetrace.config.secrets import mask_url
 
     return mask_url(url)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pulsetrace.config.build import ConfigError, Problem
+from pulsetrace.config.problems import ConfigError, Problem
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config

@@ -65,11 +65,12 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
 from pulsetrace.config.schema import Config
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.config.secrets import SECRET_QUERY_NAMES, secret_key_regex
 from pulsetrace.instrumentation.annotations import build_annotator
 from pulsetrace.instrumentation.enrich import enrich_attributes
 from pulsetrace.instrumentation.spans import copy_event, copy_link, copy_span
 from pulsetrace.instrumentation.sql import sanitize_sql
+from pulsetrace.selfmetrics import SelfMetrics
 
 __all__ = ["MAX_SCRUB_CHARS", "REDACTED", "TRUNCATED", "PiiScrubber", "build_scrubber", "luhn_valid",
            "scrub_text"]
@@ -81,10 +82,6 @@ EMAIL = "[EMAIL]"
 CARD = "[CARD]"
 PHONE = "[PHONE]"
 
-SECRET_KEY_FRAGMENTS: tuple[str, ...] = (
-    "password", "passwd", "secret", "token", "authorization", "cookie", "set_cookie", "api_key", "apikey",
-    "x_api_key", "private_key", "credential", "session",
-)
 PII_KEY_FRAGMENTS: tuple[str, ...] = ("email", "phone", "mobile", "msisdn", "card_number", "cardnumber", "cvv")
 SQL_KEYS = frozenset({"db.statement", "db.query.text"})
 #: Names the instrumentation builds as ``<name>@<host>`` for X-Ray's service map: not personal data.
@@ -112,9 +109,8 @@ _TRIGGER = re.compile(r"[@=:%0-9]|(?i:bearer|basic|digest)\s")
 #: user-info run after each ``://`` is scanned; the scheme itself is kept as it is.
 _URL_CREDENTIALS = re.compile(r"(?<=[A-Za-z0-9+.\-])://(?>[^\s/?#@]+)@")
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(?>\s+)(?>[A-Za-z0-9\-._~+/]+)=*")
-_SECRET_WORDS = (r"password|passwd|pwd|secret|token|api[_\-]?key|private[_\-]?key|access[_\-]?key|credential|"
-                 r"session|signature|cookie|authorization")
-_QUERY_SHORT_NAMES = r"sig|key|code|pass|pw|auth"
+#: Query parameters that are secrets by name alone (``?code=``, ``&sig=``): the shared vocabulary.
+_QUERY_SHORT_NAMES = "|".join(sorted(SECRET_QUERY_NAMES))
 #: E-mails are found from their ``@`` (see :func:`_redact_emails`): at most 64 characters of
 #: local part before it (matched on the reversed text), at most 255 of domain after it.
 _LOCAL_PART_MAX = 64
@@ -145,7 +141,7 @@ def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
     its start (look-behind), the word found by a lazy look-ahead that cannot leave the run,
     and the run then taken atomically, so each run is scanned a bounded number of times.
     """
-    words = _SECRET_WORDS + "".join("|" + re.escape(w) for w in extra if w)
+    words = secret_key_regex(tuple(extra))
     return re.compile(
         rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})="
         rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{words}))(?>[\w.\-]+)[\"']?(?>\s*)[:=](?>\s*)[\"']?)"
@@ -338,8 +334,7 @@ class PiiScrubber:
             _log.warning("tracing.pii.hash_keys is set without tracing.pii.hash_secret: "
                          "hashes use a per-process key and will not match across processes")
         self._hash_key = hash_secret.encode("utf-8") if hash_secret else secrets.token_bytes(32)
-        extra = tuple(_norm(k) for k in secret_keys if k)
-        self._secret_fragments = SECRET_KEY_FRAGMENTS + extra
+        self._secret_key = re.compile(f"(?i){secret_key_regex(tuple(k for k in secret_keys if k))}")
         self._text = _TextScrubber(tuple(k for k in secret_keys if k))
         self._actions: dict[str, int] = {}
         #: Short strings already found clean (bounded; never holds a string that needed scrubbing).
@@ -358,7 +353,7 @@ class PiiScrubber:
             action = _SQL
         elif key in SERVICE_NAME_KEYS:
             action = _KEEP
-        elif any(f in norm for f in self._secret_fragments):
+        elif self._secret_key.search(key):
             action = _SECRET
         elif any(f in norm for f in PII_KEY_FRAGMENTS):
             action = _PII

@@ -21,7 +21,7 @@ from pulsetrace.cli.main import CliError
 from pulsetrace.cli.config import command_options
 from pulsetrace.metrics.render import apply_plan, build_plan, cloudformation, dashboard_body
 from pulsetrace.config.load import Config, load_config
-from pulsetrace.config.build import ConfigError
+from pulsetrace.config.problems import ConfigError
 from pulsetrace.metrics.publisher import config_problems
 
 

@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any
 
-from pulsetrace.config.load import find_config_path, load_config, masked_dict
+from pulsetrace.config.load import find_config_path, load_config
+from pulsetrace.config.secrets import masked_dict
 from pulsetrace.config.build import DURATION_KEYS, format_duration
 
 

@@ -17,7 +17,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pulsetrace.config.build import parse_duration
+    from pulsetrace.config.problems import parse_duration
     from pulsetrace.demo.runner import run_demo
 
     try:

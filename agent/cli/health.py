@@ -151,7 +151,7 @@ def check_table(details: dict[str, Any]) -> str:
 
 
 def sla(args: argparse.Namespace) -> int:
-    from pulsetrace.config.build import parse_duration
+    from pulsetrace.config.problems import parse_duration
 
     cfg = _load(args)
     try:

@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from pulsetrace.config.build import ConfigError
+    from pulsetrace.config.problems import ConfigError
 
     try:
         return int(args.func(args) or 0)

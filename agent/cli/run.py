@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         raise CliError("nothing to run: pulsetrace run -- CMD [ARGS...]", 2)
     from pulsetrace.config.load import load_config
-    from pulsetrace.config.build import ConfigError
+    from pulsetrace.config.problems import ConfigError
     from pulsetrace.instrumentation.auto import required_problems
 
     cfg = load_config(args.config)

@@ -40,7 +40,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _since(text: str) -> float:
-    from pulsetrace.config.build import parse_duration
+    from pulsetrace.config.problems import parse_duration
 
     try:
         value = parse_duration(text)

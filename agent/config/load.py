@@ -16,10 +16,12 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
+from pulsetrace.config.build import build_config
+from pulsetrace.config.problems import ConfigError, Problem, parse_duration
 from pulsetrace.config.schema import INSTRUMENTATION_NAMES, Config, ProbeConfig, SamplingConfig
-from pulsetrace.config.build import ConfigError, Problem, build_config, parse_duration
+from pulsetrace.config.secrets import mask_url, masked_dict
 
 __all__ = ["Config", "ConfigError", "Problem", "load_config", "find_config_path", "config_from_mapping",
            "masked_dict", "parse_duration", "CONFIG_ENV"]
@@ -250,7 +252,9 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
 
     problems.extend(config_problems(cfg))
     if cfg.tracing.sampling.xray_rules_file:
-        from pulsetrace.tracing.sampling import load_xray_rules  # a bad rules file stops the start: say so at validation
+        from pulsetrace.tracing.sampling import (
+            load_xray_rules,  # a bad rules file stops the start: say so at validation
+        )
 
         try:
             load_xray_rules(cfg.tracing.sampling.xray_rules_file)
@@ -260,7 +264,9 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
 
 
 def _probe_problems(key: str, probe: ProbeConfig) -> list[Problem]:
-    from pulsetrace.healthchecks.validate import probe_problems  # the probe types' own rules live with the probes
+    from pulsetrace.healthchecks.validate import (
+        probe_problems,  # the probe types' own rules live with the probes
+    )
 
     return probe_problems(key, probe)
 
@@ -328,80 +334,3 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
                            for p in exc.problems]) from None
     except RecursionError:
         raise ConfigError([Problem(str(found or ""), "the document is nested too deeply")]) from None
-
-
-_MASK = "****"
-
-
-_SECRET_KEY_RE = re.compile(r"(?i)(pass(word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|"
-                            r"auth|credential|cookie|session|signature)")
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://app:pw@host/db?password=x`` → credentials replaced by ``****``.
-
-    A user name alone is kept when it looks like one (``postgresql://app@db``) and
-    masked when it is long enough to be a token (``https://ghp_...@github.com``).
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, colon, _ = userinfo.partition(":")
-        if len(user) > 20:
-            user = _MASK
-        netloc = f"{user}:{_MASK}@{host}" if colon else f"{user}@{host}"
-    query = re.sub(r"(?i)((?:password|passwd|pwd|secret|token|key|sig|signature|auth)[^=&]*=)[^&]*", r"\1" + _MASK,
-                   parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def masked_dict(cfg: Config) -> dict[str, Any]:
-    """The effective configuration as plain data, secrets masked (for display only).
-
-    Masked: every field the schema marks secret, every mapping entry whose key names
-    a secret (``password``, ``token``, ``Authorization`` ...) and the credentials of
-    any URL, wherever they appear.
-    """
-    masked = _mask_node(cfg)
-    assert isinstance(masked, dict)
-    return masked
-
-
-def _mask_node(obj: object) -> object:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            if f.metadata.get("internal"):
-                continue
-            value = getattr(obj, f.name)
-            out[f.name] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
-        return out
-    if isinstance(obj, dict):
-        return {k: _mask_secret(v) if _SECRET_KEY_RE.search(str(k)) else _mask_node(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_mask_node(v) for v in obj]
-    if isinstance(obj, str) and "@" in obj and "://" in obj:
-        return mask_url(obj)
-    return obj
-
-
-def _mask_secret(value: object) -> object:
-    if isinstance(value, str):
-        if not value:
-            return ""
-        if "://" in value:
-            return mask_url(value)
-        return _MASK
-    if isinstance(value, dict):
-        # Mappings of secrets (headers, an rfid source) keep the entries that only locate data.
-        return {k: v if str(k).endswith(("_pattern", "query", "push")) else _mask_secret(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_secret(v) for v in value]
-    if value is None or isinstance(value, bool):
-        return value
-    return _MASK

@@ -38,7 +38,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from pulsetrace.config.build import ConfigError, Problem
+from pulsetrace.config.problems import ConfigError, Problem
 from pulsetrace.config.schema import TIER_NAMES, Config, RuleConfig, SamplingConfig, TierConfig
 from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics

@@ -16,7 +16,7 @@ from pulsetrace.config.load import (
     masked_dict,
     parse_duration,
 )
-from pulsetrace.config.build import format_duration
+from pulsetrace.config.problems import format_duration
 
 
 def problems_of(data: object, env: dict[str, str] | None = None) -> list[str]:

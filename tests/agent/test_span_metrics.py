@@ -13,7 +13,7 @@ import pytest
 
 from pulsetrace.config.load import config_from_mapping
 from pulsetrace.config.schema import Config
-from pulsetrace.config.build import ConfigError
+from pulsetrace.config.problems import ConfigError
 from pulsetrace.metrics.publisher import MetricDatum
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.metrics.request_metrics import OTHER, Recorder, build_recorder, canonical_operation

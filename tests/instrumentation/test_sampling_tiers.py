@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 
 from pulsetrace.config.load import config_from_mapping
 from pulsetrace.config.schema import RuleConfig, TierConfig
-from pulsetrace.config.build import ConfigError
+from pulsetrace.config.problems import ConfigError
 from pulsetrace.tracing.sampling import Bucket, TieredSampler, build_sampler, glob_matcher, load_xray_rules
 from pulsetrace.selfmetrics import SelfMetrics
 

@@ -1,0 +1,142 @@
+"""The one secret vocabulary: which keys name a secret, and how a value echoed by the agent is masked.
+
+Three places decide what is a secret and must agree (a word one of them knows and another
+does not is a leak): the configuration masker (``pulsetrace config validate``, problem lines,
+errors), the health-detail redaction (probe errors that echo a DSN), and the span scrubber
+(attributes, URLs and free text leaving the process). All three take their words from here.
+
+A key names a secret when, case-insensitively,
+
+* it contains one of :data:`SECRET_WORDS` (separators inside compound words are allowed:
+  ``api_key``, ``api-key``, ``apikey``), or
+* one of its segments (split at anything that is not a letter) is one of
+  :data:`SECRET_SEGMENTS` (``x-auth``, ``db.pwd``, ``pass``; but not ``author`` or ``bypass``).
+
+A query parameter is a secret under the same rule, or when its whole name is one of
+:data:`SECRET_QUERY_NAMES` (``key=``, ``code=``, ``sig=``: too short to be words in keys).
+
+Pure functions; every one runs in time linear in its input and never raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from pulsetrace.config.schema import Config
+
+__all__ = ["MASK", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "is_secret_key", "is_secret_query_name",
+           "mask_url", "masked_dict", "secret_key_regex"]
+
+MASK = "****"
+
+#: Words that make a key secret wherever they appear in it (regex fragments; ``[_.\-]?`` lets
+#: a compound word be written with a separator).
+SECRET_WORDS: tuple[str, ...] = (
+    r"pass(?:word|wd|phrase)", r"secret", r"token", r"api[_.\-]?key", r"access[_.\-]?key", r"private[_.\-]?key",
+    r"credential", r"authorization", r"cookie", r"signature", r"session",
+)
+#: Words that make a key secret only as a whole segment.
+SECRET_SEGMENTS: tuple[str, ...] = ("pwd", "pw", "pass", "auth", "sig")
+#: Query parameter names that are secrets (OAuth ``code``, signed-URL ``sig``, ``key``).
+SECRET_QUERY_NAMES: frozenset[str] = frozenset({"key", "code", "sig", "pass", "pw", "pwd", "auth"})
+
+
+def secret_key_regex(extra_words: tuple[str, ...] = ()) -> str:
+    """The regex (no flags, no groups) that finds a secret word in a key; ``extra_words`` are literal."""
+    words = "|".join((*SECRET_WORDS, *(re.escape(w) for w in extra_words if w)))
+    segments = "|".join(SECRET_SEGMENTS)
+    return rf"(?:{words})|(?<![A-Za-z])(?:{segments})(?![A-Za-z])"
+
+
+_SECRET_KEY = re.compile(f"(?i){secret_key_regex()}")
+
+
+def is_secret_key(key: str) -> bool:
+    """``True`` when ``key`` (a config key, header, attribute or JSON key) names a secret."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def is_secret_query_name(name: str) -> bool:
+    """``True`` when the query parameter ``name`` holds a secret."""
+    return name.lower() in SECRET_QUERY_NAMES or is_secret_key(name)
+
+
+_QUERY_PAIR = re.compile(r"([^=&;]*)(=)([^&;]*)")
+
+
+def mask_query(query: str) -> str:
+    """``a=1&token=x&code=y`` → ``a=1&token=****&code=****``."""
+    return _QUERY_PAIR.sub(lambda m: m.group(1) + "=" + MASK if is_secret_query_name(m.group(1)) else m.group(0),
+                           query)
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://app:pw@host/db?password=x`` → credentials replaced by ``****``.
+
+    A user name alone is kept when it looks like one (``postgresql://app@db``) and
+    masked when it is long enough to be a token (``https://ghp_...@github.com``).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        if len(user) > 20:
+            user = MASK
+        netloc = f"{user}:{MASK}@{host}" if colon else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, mask_query(parts.query), parts.fragment))
+
+
+def masked_dict(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked (for display only).
+
+    Masked: every field the schema marks secret, every mapping entry whose key names
+    a secret (``password``, ``token``, ``Authorization`` ...) and the credentials of
+    any URL, wherever they appear.
+    """
+    masked = _mask_node(cfg)
+    assert isinstance(masked, dict)
+    return masked
+
+
+def _mask_node(obj: object) -> object:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(obj, f.name)
+            out[f.name] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
+        return out
+    if isinstance(obj, dict):
+        return {k: _mask_secret(v) if is_secret_key(str(k)) else _mask_node(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_mask_node(v) for v in obj]
+    if isinstance(obj, str) and "@" in obj and "://" in obj:
+        return mask_url(obj)
+    return obj
+
+
+def _mask_secret(value: object) -> object:
+    if isinstance(value, str):
+        if not value:
+            return ""
+        if "://" in value:
+            return mask_url(value)
+        return MASK
+    if isinstance(value, dict):
+        # Mappings of secrets (headers, an rfid source) keep the entries that only locate data.
+        return {k: v if str(k).endswith(("_pattern", "query", "push")) else _mask_secret(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_secret(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    return MASK
