@@ -19,7 +19,6 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-
 #: Upstream instrumentor entry points pulsetrace activates itself (lazily, with its own settings):
 #: loading them again here would import every library eagerly and ignore ``tracing.instrumentations``.
 OWNED_INSTRUMENTORS = frozenset({"httpx", "httpx2", "asyncpg", "redis", "botocore", "asgi", "wsgi", "starlette",

@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pulsetrace.config.load import Config, load_config
+from pulsetrace.config.load import Config
 from pulsetrace.instrumentation import hooks
 from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import load_config
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -67,12 +68,12 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
     from pulsetrace.exporters.base import EXPORTERS, ExporterContext
-    from pulsetrace.tracing.pipeline import SpanPipeline
-    from pulsetrace.tracing.resource import build_resource
-    from pulsetrace.store import CounterWriter
-    from pulsetrace.tracing.sampling import build_sampler
     from pulsetrace.instrumentation.keep_errors import build_keep_errors
     from pulsetrace.instrumentation.pii import build_scrubber
+    from pulsetrace.store import CounterWriter
+    from pulsetrace.tracing.pipeline import SpanPipeline
+    from pulsetrace.tracing.resource import build_resource
+    from pulsetrace.tracing.sampling import build_sampler
 
     metrics = SelfMetrics()
     ctx = ExporterContext(cfg, metrics)

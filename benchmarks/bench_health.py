@@ -124,7 +124,7 @@ def _start_peer(dsn: str, redis_url: str) -> tuple[_LoopThread, int, Callable[[]
 
 
 def run(quick: bool) -> list[Comparison]:
-    from pulsetrace.config.load import config_from_mapping
+    from pulsetrace.validation import config_from_mapping
     from pulsetrace.demo.local_servers import PostgresServer, RedisServer, free_port
     from pulsetrace.healthchecks.service import start_in_thread
 

@@ -17,7 +17,7 @@ import time
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.metrics.emf import emf_documents, encode
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.metrics.request_metrics import Recorder

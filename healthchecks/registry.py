@@ -38,6 +38,11 @@ def register(name: str, factory: ProbeFactory) -> None:
     _registered[name] = factory
 
 
+def probe_types() -> tuple[str, ...]:
+    """Every probe type the configuration accepts: the built-ins and those registered since."""
+    return tuple(dict.fromkeys((*PROBES, *_registered)))
+
+
 def _resolve(ref: str) -> Any:
     module_name, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module_name), attr)

@@ -144,6 +144,11 @@ INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
 _ALIASES = {"aiohttp": "", "fastapi": "asgi", "starlette": "asgi", "flask": "wsgi", "django": "wsgi"}
 
 
+def instrumentation_names() -> tuple[str, ...]:
+    """The names ``tracing.instrumentations.disabled`` / ``required`` accept."""
+    return tuple(i.name for i in INSTRUMENTATIONS)
+
+
 def _installed(library: str) -> bool:
     try:
         return importlib.util.find_spec(library) is not None

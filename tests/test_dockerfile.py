@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -17,12 +17,13 @@ import os
 import sys
 from typing import Any
 
-from pulsetrace.cli.main import CliError
 from pulsetrace.cli.config import command_options
-from pulsetrace.metrics.render import apply_plan, build_plan, cloudformation, dashboard_body
-from pulsetrace.config.load import Config, load_config
+from pulsetrace.cli.main import CliError
+from pulsetrace.config.load import Config
 from pulsetrace.config.problems import ConfigError
 from pulsetrace.metrics.publisher import config_problems
+from pulsetrace.metrics.render import apply_plan, build_plan, cloudformation, dashboard_body
+from pulsetrace.validation import load_config
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:

@@ -14,9 +14,10 @@ import os
 import sys
 from typing import Any
 
-from pulsetrace.config.load import find_config_path, load_config
-from pulsetrace.config.secrets import masked_dict
 from pulsetrace.config.build import DURATION_KEYS, format_duration
+from pulsetrace.config.load import find_config_path
+from pulsetrace.config.secrets import masked_dict
+from pulsetrace.validation import load_config
 
 
 def command_options() -> argparse.ArgumentParser:

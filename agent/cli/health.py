@@ -41,7 +41,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from pulsetrace.config.load import load_config
+    from pulsetrace.validation import load_config
 
     return load_config(args.config)
 
@@ -68,8 +68,8 @@ def _log_to_stderr() -> None:
 
 
 async def _serve(cfg: Config) -> int:
-    from pulsetrace.selfmetrics import SelfMetrics
     from pulsetrace.healthchecks.service import HealthService, open_store
+    from pulsetrace.selfmetrics import SelfMetrics
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,8 +117,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _one_round(cfg: Config) -> dict[str, Any]:
-    from pulsetrace.store import LocalStore
     from pulsetrace.healthchecks.service import HealthService
+    from pulsetrace.store import LocalStore
 
     store = LocalStore(cfg.store.path, create=False)  # passive probes read spans; nothing is written
     service = HealthService(cfg, store=store, persist=False)
@@ -170,10 +170,10 @@ def sla(args: argparse.Namespace) -> int:
 
 def sla_report(cfg: Config, window: str, window_s: int, now: float) -> dict[str, Any]:
     """The ``sla --json`` document from the store (no probe runs)."""
-    from pulsetrace.store import LocalStore
     from pulsetrace.healthchecks.history import HealthHistory
     from pulsetrace.healthchecks.impact import window_revenue
     from pulsetrace.healthchecks.sla import RETENTION_MINUTES, SlaTracker
+    from pulsetrace.store import LocalStore
 
     store = LocalStore(cfg.store.path, create=False)
     history = HealthHistory(store) if store.exists() else None

@@ -65,8 +65,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any]:
     """The container's health service (and its CloudWatch publisher when metrics are on)."""
-    from pulsetrace.selfmetrics import SelfMetrics
     from pulsetrace.healthchecks.service import start_in_thread
+    from pulsetrace.selfmetrics import SelfMetrics
 
     metrics = SelfMetrics()
     try:
@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise CliError("nothing to run: pulsetrace run -- CMD [ARGS...]", 2)
-    from pulsetrace.config.load import load_config
     from pulsetrace.config.problems import ConfigError
     from pulsetrace.instrumentation.auto import required_problems
+    from pulsetrace.validation import load_config
 
     cfg = load_config(args.config)
     problems = required_problems(cfg)

@@ -54,8 +54,8 @@ def _since(text: str) -> float:
 def _local_graph(store_path: str, start: float, end: float) -> tuple[ServiceGraph, str]:
     import sqlite3
 
-    from pulsetrace.views.servicemap import graph_from_store
     from pulsetrace.store import LocalStore
+    from pulsetrace.views.servicemap import graph_from_store
 
     store = LocalStore(store_path, create=False)
     where = f"local store {store_path}"
@@ -88,7 +88,7 @@ def _xray_graph(cfg: Any, start: float, end: float) -> tuple[ServiceGraph, str]:
 
 
 def servicemap_command(args: argparse.Namespace) -> int:
-    from pulsetrace.config.load import load_config
+    from pulsetrace.validation import load_config
 
     cfg = load_config(getattr(args, "config", None))
     window = _since(args.since)

@@ -14,10 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.cli.main import CliError
 from pulsetrace.cli.config import command_options
+from pulsetrace.cli.main import CliError
 from pulsetrace.store import LocalStore
-from pulsetrace.views.traces import parse_trace_id, render_table, render_tree, summarize, summary_json, trace_json
+from pulsetrace.views.traces import (
+    parse_trace_id,
+    render_table,
+    render_tree,
+    summarize,
+    summary_json,
+    trace_json,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -61,7 +68,7 @@ def _store_dir(args: argparse.Namespace) -> Path:
     explicit = getattr(args, "store", None)
     if explicit:
         return Path(explicit)
-    from pulsetrace.config.load import load_config
+    from pulsetrace.validation import load_config
 
     return Path(load_config(getattr(args, "config", None)).store.path)
 

@@ -68,8 +68,9 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, choice_sets: typing.Mapping[str, typing.Sequence[str]]) -> None:
         self.problems: list[Problem] = []
+        self.choice_sets = choice_sets
 
     def add(self, key: str, problem: str, got: object = None, expected: str = "", show_got: bool = True) -> None:
         self.problems.append(Problem(key, problem, _show(got) if show_got and got is not None else "", expected))
@@ -149,6 +150,8 @@ class _Builder:
                 return False, None
             text = str(value)
             choices = meta.get("choices")
+            if isinstance(choices, str):  # a named set, known from the registries (see Components)
+                choices = self.choice_sets.get(choices)
             if choices and text not in choices:
                 return self.choice(key, text, choices)
             return True, text
@@ -228,8 +231,14 @@ DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", 
                             "shutdown_timeout"})
 
 
-def build_config(cls: type, data: object) -> tuple[Any, list[Problem]]:
-    """Build ``cls`` from ``data``; returns ``(instance or None, problems)``."""
-    builder = _Builder()
+def build_config(cls: type, data: object,
+                 choice_sets: typing.Mapping[str, typing.Sequence[str]] | None = None) -> tuple[Any, list[Problem]]:
+    """Build ``cls`` from ``data``; returns ``(instance or None, problems)``.
+
+    ``choice_sets`` names the sets a field's ``choices`` may refer to by name (exporter names,
+    probe types, instrumentation names: they come from the registries, above this layer); a
+    field whose named set is not given is not checked.
+    """
+    builder = _Builder(choice_sets or {})
     result = builder.build(cls, data, "")
     return (result if not builder.problems else None), builder.problems

@@ -13,20 +13,40 @@ import dataclasses
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pulsetrace.config.build import build_config
 from pulsetrace.config.problems import ConfigError, Problem, parse_duration
-from pulsetrace.config.schema import INSTRUMENTATION_NAMES, Config, ProbeConfig, SamplingConfig
+from pulsetrace.config.schema import Config, SamplingConfig
 from pulsetrace.config.secrets import mask_url, masked_dict
 
 __all__ = ["Config", "ConfigError", "Problem", "load_config", "find_config_path", "config_from_mapping",
            "masked_dict", "parse_duration", "CONFIG_ENV"]
 
 CONFIG_ENV = "PULSETRACE_CONFIG"
+
+#: A component's own rules for the configuration, run once the types are right.
+Check = Callable[[Config], list[Problem]]
+
+
+@dataclass(frozen=True)
+class Components:
+    """What the layers above know about the configuration, handed down by pulsetrace.validation.
+
+    ``choice_sets``: the registered names a field may take (``exporter``, ``probe_type``,
+    ``instrumentation``); ``checks``: each component's own rules (probe types, CloudWatch,
+    the X-Ray rules file). Without them only the types and this module's own rules are checked.
+    """
+
+    choice_sets: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    checks: Sequence[Check] = ()
+
+
+NO_COMPONENTS = Components()
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: A configuration file is a few KiB; the cap bounds the pure-Python YAML parse (about 5 s per MiB).
 _MAX_FILE_BYTES = 512 * 1024
@@ -153,7 +173,7 @@ def _resource_attributes(text: str) -> dict[str, str]:
     return attrs
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], instrumentations: Sequence[str] | None) -> dict[str, str]:
     """Environment variables win over the file for the fields they name.
 
     Returns ``{config key: variable name}`` for every key set this way, so that a
@@ -186,7 +206,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
         # Names of instrumentations pulsetrace does not activate (urllib3, requests, ...) are
         # meant for other distros sharing the variable: ignored, not a reason to refuse to start.
         names = [n.strip() for n in env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"].split(",")]
-        put("tracing.instrumentations.disabled", [n for n in names if n in INSTRUMENTATION_NAMES],
+        put("tracing.instrumentations.disabled",
+            [n for n in names if n and (instrumentations is None or n in instrumentations)],
             "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     if env.get("AWS_XRAY_DAEMON_ADDRESS"):
         put("tracing.xray.daemon_address", env["AWS_XRAY_DAEMON_ADDRESS"].strip(), "AWS_XRAY_DAEMON_ADDRESS")
@@ -247,31 +268,11 @@ def _semantic_problems(cfg: Config) -> list[Problem]:
         if probe.name in seen:
             problems.append(Problem(f"{key}.name", "duplicate probe name", probe.name, "unique names"))
         seen.add(probe.name)
-        problems.extend(_probe_problems(key, probe))
-    from pulsetrace.metrics.publisher import config_problems  # the CloudWatch rules live with the publisher
-
-    problems.extend(config_problems(cfg))
-    if cfg.tracing.sampling.xray_rules_file:
-        from pulsetrace.tracing.sampling import (
-            load_xray_rules,  # a bad rules file stops the start: say so at validation
-        )
-
-        try:
-            load_xray_rules(cfg.tracing.sampling.xray_rules_file)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
     return problems
 
 
-def _probe_problems(key: str, probe: ProbeConfig) -> list[Problem]:
-    from pulsetrace.healthchecks.validate import (
-        probe_problems,  # the probe types' own rules live with the probes
-    )
-
-    return probe_problems(key, probe)
-
-
-def config_from_mapping(data: object, env: Mapping[str, str] | None = None, source: str = "") -> Config:
+def config_from_mapping(data: object, env: Mapping[str, str] | None = None, source: str = "",
+                        components: Components = NO_COMPONENTS) -> Config:
     """Validate a parsed document; raises :class:`ConfigError` with every problem."""
     env = os.environ if env is None else env
     if data is None:
@@ -286,11 +287,13 @@ def config_from_mapping(data: object, env: Mapping[str, str] | None = None, sour
         raise ConfigError([Problem("", "the document is nested too deeply or expands too much (YAML aliases?)",
                                    expected=f"at most {_MAX_DEPTH} levels and {_MAX_NODES} values")]) from None
     assert isinstance(data, dict)
-    origin = _apply_env(data, env)
-    cfg, build_problems = build_config(Config, data)
+    origin = _apply_env(data, env, components.choice_sets.get("instrumentation"))
+    cfg, build_problems = build_config(Config, data, components.choice_sets)
     problems.extend(build_problems)
     if cfg is not None and not problems:
         problems.extend(_semantic_problems(cfg))
+        for check in components.checks:
+            problems.extend(check(cfg))
     if problems or cfg is None:
         raise ConfigError(_blame_env(problems, origin))
     return dataclasses.replace(_with_default_tiers(cfg), source=source)
@@ -320,14 +323,15 @@ def _kind(value: object) -> str:
     return f"a value of type {type(value).__name__}"
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                components: Components = NO_COMPONENTS) -> Config:
     """Find and load the configuration; raises :class:`ConfigError` (never anything else) when invalid."""
     env = os.environ if env is None else env
     found = find_config_path(str(path) if path else None, env)
     try:
         if found is None:
-            return config_from_mapping({}, env)
-        return config_from_mapping(_read_yaml(found), env, source=str(found))
+            return config_from_mapping({}, env, components=components)
+        return config_from_mapping(_read_yaml(found), env, source=str(found), components=components)
     except ConfigError as exc:
         # A problem with the document as a whole names the file rather than "<root>".
         raise ConfigError([dataclasses.replace(p, key=str(found)) if not p.key and found is not None else p

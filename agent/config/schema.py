@@ -15,9 +15,10 @@ from typing import Any, Literal
 Duration = float
 
 TIER_NAMES: tuple[str, ...] = ("critical", "business", "general", "health")
-EXPORTER_NAMES: tuple[str, ...] = ("local", "otlp", "xray-udp", "xray-api", "console")
-INSTRUMENTATION_NAMES: tuple[str, ...] = ("asgi", "wsgi", "httpx", "asyncpg", "redis", "botocore")
-PROBE_TYPES: tuple[str, ...] = ("postgres", "redis", "http", "rfid", "passive", "custom")
+# Exporter names, probe types and instrumentation names are not listed here: they are the keys
+# of their registries (pulsetrace.exporters, pulsetrace.healthchecks.registry,
+# pulsetrace.instrumentation.auto), which sit above this layer. Fields refer to them by the
+# name of the set (``choices="exporter"``); pulsetrace.validation supplies the sets.
 
 
 def _c(**meta: Any) -> Any:
@@ -56,9 +57,9 @@ class XRayConfig:
 
 @dataclass(frozen=True)
 class InstrumentationsConfig:
-    disabled: list[str] = field(default_factory=list, metadata=_c(choices=INSTRUMENTATION_NAMES))
+    disabled: list[str] = field(default_factory=list, metadata=_c(choices="instrumentation"))
     #: Instrumentations that must be present: a missing library is then a config error.
-    required: list[str] = field(default_factory=list, metadata=_c(choices=INSTRUMENTATION_NAMES))
+    required: list[str] = field(default_factory=list, metadata=_c(choices="instrumentation"))
     #: Record the upstream ASGI per-message ``http send``/``http receive`` spans (noisy, off).
     asgi_message_spans: bool = False
 
@@ -129,7 +130,7 @@ class PiiConfig:
 
 @dataclass(frozen=True)
 class TracingConfig:
-    exporters: list[str] = field(default_factory=lambda: ["local"], metadata=_c(choices=EXPORTER_NAMES))
+    exporters: list[str] = field(default_factory=lambda: ["local"], metadata=_c(choices="exporter"))
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     xray: XRayConfig = field(default_factory=XRayConfig)
     instrumentations: InstrumentationsConfig = field(default_factory=InstrumentationsConfig)
@@ -164,7 +165,7 @@ class ProbeConfig:
     """
 
     name: str
-    type: str = field(default="custom", metadata=_c(choices=PROBE_TYPES))
+    type: str = field(default="custom", metadata=_c(choices="probe_type"))
     interval: Duration = field(default=15.0, metadata=_c(min=0.05, max=86400.0))
     timeout: Duration = field(default=2.0, metadata=_c(min=0.01, max=3600.0))
     jitter: float = field(default=0.1, metadata=_c(min=0.0, max=0.5))

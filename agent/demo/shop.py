@@ -20,7 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from pulsetrace.instrumentation import business_operation, business_span, record_outcome, set_business_attributes
+from pulsetrace.instrumentation import (
+    business_operation,
+    business_span,
+    record_outcome,
+    set_business_attributes,
+)
 
 _state: dict[str, Any] = {}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.metrics.health_metrics import HealthMetricsSource, health_listener, publish_health, wire_health_metrics
 from pulsetrace.metrics.publisher import MetricDatum, build_publisher
 from pulsetrace.selfmetrics import SelfMetrics

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.publisher import MetricDatum, SelfMetricsSource, build_publisher, value_datum
 from pulsetrace.selfmetrics import SelfMetrics

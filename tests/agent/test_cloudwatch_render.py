@@ -14,7 +14,7 @@ import yaml
 
 from pulsetrace.cli.main import main
 from pulsetrace.metrics.render import Plan, build_plan, cloudformation, dashboard_body
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.health_metrics import HealthMetricsSource
 from pulsetrace.metrics.publisher import base_dimensions

@@ -6,17 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pulsetrace.config.load import (
-    Config,
-    ConfigError,
-    config_from_mapping,
-    find_config_path,
-    load_config,
-    mask_url,
-    masked_dict,
-    parse_duration,
-)
-from pulsetrace.config.problems import format_duration
+from pulsetrace.config.load import find_config_path
+from pulsetrace.config.problems import ConfigError, format_duration, parse_duration
+from pulsetrace.config.schema import Config
+from pulsetrace.config.secrets import mask_url, masked_dict
+from pulsetrace.validation import config_from_mapping, load_config
 
 
 def problems_of(data: object, env: dict[str, str] | None = None) -> list[str]:
@@ -167,7 +161,7 @@ def test_unknown_key_far_from_any_lists_the_allowed_keys() -> None:
 def test_bad_choice_names_value_and_suggestion() -> None:
     (line,) = problems_of({"tracing": {"exporters": ["lcoal"]}})
     assert line == ("tracing.exporters[0]: unknown value, did you mean 'local'? (got 'lcoal', expected one of "
-                    "local, otlp, xray-udp, xray-api, console)")
+                    "local, otlp, console, xray-udp, xray-api)")
 
 
 def test_every_problem_is_reported_in_one_pass() -> None:
@@ -364,7 +358,7 @@ def test_mask_url(url: str, shown: str) -> None:
 def test_unquoted_off_is_the_off_mode_not_a_boolean() -> None:
     import yaml
 
-    from pulsetrace.config.load import config_from_mapping
+    from pulsetrace.validation import config_from_mapping
 
     cfg = config_from_mapping(yaml.safe_load("metrics:\n  cloudwatch:\n    mode: off\n"), env={})
     assert cfg.metrics.cloudwatch.mode == "off"

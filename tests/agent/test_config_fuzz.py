@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pulsetrace.cli.main import main
-from pulsetrace.config.load import ConfigError, config_from_mapping
+from pulsetrace.config.load import ConfigError
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 
 PROBLEM_LINE = re.compile(r"^\S[^\n]*?: \S")

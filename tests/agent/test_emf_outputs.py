@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.publisher import build_publisher, value_datum
 from pulsetrace.selfmetrics import SelfMetrics
@@ -264,7 +264,7 @@ def test_file_output_appends_one_document_per_line(tmp_path: Path) -> None:
 def test_stdout_of_a_real_process_carries_valid_documents_between_its_prints() -> None:
     script = textwrap.dedent("""
         import threading
-        from pulsetrace.config.load import config_from_mapping
+        from pulsetrace.validation import config_from_mapping
         from pulsetrace.selfmetrics import SelfMetrics
         from pulsetrace.metrics.request_metrics import build_recorder
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.secrets import is_secret_key, mask_url, masked_dict
 from pulsetrace.healthchecks.redact import Redactor
 from pulsetrace.instrumentation.pii import PiiScrubber

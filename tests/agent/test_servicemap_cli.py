@@ -11,7 +11,7 @@ import yaml
 from opentelemetry.trace import SpanKind
 
 from pulsetrace.cli.main import main
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_api import XRayApiExporter
 from pulsetrace.selfmetrics import SelfMetrics

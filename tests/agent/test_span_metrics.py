@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 from pulsetrace.config.problems import ConfigError
 from pulsetrace.metrics.publisher import MetricDatum

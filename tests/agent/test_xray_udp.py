@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_udp import XRayUdpExporter, parse_daemon_address
 from pulsetrace.selfmetrics import SelfMetrics

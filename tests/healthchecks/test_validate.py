@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.config.load import ConfigError, config_from_mapping
+from pulsetrace.config.load import ConfigError
+from pulsetrace.validation import config_from_mapping
 
 
 def problems(*probes: dict[str, Any]) -> list[str]:

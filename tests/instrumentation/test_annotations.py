@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.instrumentation.annotations import (
     ANNOTATIONS_ATTR,

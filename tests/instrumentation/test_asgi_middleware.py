@@ -184,7 +184,7 @@ def test_request_metrics_are_recorded_for_unsampled_requests(clean_agent: None, 
 
 def test_a_cancelled_request_is_not_a_server_fault(clean_agent: None, tmp_path: Any) -> None:
     from pulsetrace.instrumentation import hooks
-    from pulsetrace.config.load import config_from_mapping
+    from pulsetrace.validation import config_from_mapping
 
     calls: list[tuple[bool, bool]] = []
 
@@ -243,7 +243,7 @@ def test_context_is_restored_even_when_ending_the_span_fails() -> None:
 
 
 def test_huge_attribute_values_are_bounded_before_they_reach_the_pipeline(clean_agent: None, tmp_path: Any) -> None:
-    from pulsetrace.config.load import config_from_mapping
+    from pulsetrace.validation import config_from_mapping
     from pulsetrace.runtime import build_agent
 
     agent = build_agent(config_from_mapping({"store": {"path": str(tmp_path)}}, env={}))

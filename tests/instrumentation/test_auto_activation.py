@@ -81,7 +81,7 @@ def test_required_but_missing_library_is_a_config_error(tmp_path: Path) -> None:
                     raise ModuleNotFoundError(name)
                 return None
         sys.meta_path.insert(0, Block())
-        from pulsetrace.config.load import load_config
+        from pulsetrace.validation import load_config
         from pulsetrace.config.problems import ConfigError
         from pulsetrace.instrumentation.auto import required_problems
         problems = required_problems(load_config())

@@ -26,7 +26,7 @@ from opentelemetry.trace import StatusCode
 
 import pulsetrace.instrumentation
 from pulsetrace import runtime
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import TierConfig
 from pulsetrace.tracing.sampling import TieredSampler
 from pulsetrace.instrumentation import business_operation, business_span, record_outcome, set_business_attributes

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind
 
 import pulsetrace.instrumentation.pii
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.instrumentation.enrich import db_peer_service, enrich_attributes, enrich_span
 from pulsetrace.instrumentation.pii import build_scrubber

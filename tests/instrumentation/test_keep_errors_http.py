@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from pulsetrace import runtime
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.store import LocalStore, StoredSpan
 from pulsetrace.instrumentation import business_span
 from pulsetrace.instrumentation.asgi import PulseTraceMiddleware

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pulsetrace import runtime
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.instrumentation import business_span, set_business_attributes
 from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 from pulsetrace.instrumentation.pii import luhn_valid

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import pulsetrace.tracing.sampling
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import RuleConfig, TierConfig
 from pulsetrace.tracing.sampling import MAX_MATCH_CHARS, Bucket, TieredSampler, build_sampler, glob_matcher
 from pulsetrace.selfmetrics import SelfMetrics

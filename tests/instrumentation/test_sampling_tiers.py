@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import RuleConfig, TierConfig
 from pulsetrace.config.problems import ConfigError
 from pulsetrace.tracing.sampling import Bucket, TieredSampler, build_sampler, glob_matcher, load_xray_rules

@@ -11,7 +11,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.instrumentation import pii
 from pulsetrace.instrumentation.keep_errors import KEPT_BY_ATTR, with_attributes

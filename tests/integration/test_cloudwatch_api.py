@@ -25,7 +25,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from pulsetrace.metrics.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.health_metrics import publish_health
 from pulsetrace.metrics.publisher import MetricDatum, MetricsPublisher, value_datum

@@ -20,7 +20,7 @@ import yaml
 
 from pulsetrace.cli.main import main
 from pulsetrace.metrics.render import build_plan
-from pulsetrace.config.load import load_config
+from pulsetrace.validation import load_config
 from tests.servers import MotoServer, free_port
 
 

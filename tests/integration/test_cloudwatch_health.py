@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.metrics.health_metrics import wire_health_metrics
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.healthchecks.service import start_in_thread

@@ -23,7 +23,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from pulsetrace.config.load import config_from_mapping
+from pulsetrace.validation import config_from_mapping
 from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_api import XRayApiExporter
 from pulsetrace.exporters.xray_udp import XRayUdpExporter
