@@ -1,17 +1,45 @@
-"""pulsetrace agent: configuration, bootstrap, CLI, sampling, pipeline, exporters, health server.
+"""pulsetrace: tracing with business context, tiered sampling and health with SLAs, on OpenTelemetry.
 
-Importing ``agent`` does nothing; call :func:`start` (or run under ``pulsetrace run``).
+The public API, loaded on first use (importing ``pulsetrace`` does no work, starts nothing)::
+
+    import pulsetrace
+    pulsetrace.start()                      # or run under ``pulsetrace run -- CMD``
+    from pulsetrace import business_operation, business_span, set_business_attributes, record_outcome
+    from pulsetrace.healthchecks import Probe, ProbeResult, Status   # custom probes
+
+Everything else in the package is internal and may change between releases.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["start", "shutdown"]
+if TYPE_CHECKING:
+    from pulsetrace.instrumentation.business import (
+        business_operation,
+        business_span,
+        record_outcome,
+        set_business_attributes,
+    )
+    from pulsetrace.runtime import Agent
+
+__all__ = ["business_operation", "business_span", "record_outcome", "set_business_attributes", "shutdown",
+           "start"]
+
+_LAZY = {
+    "business_operation": "pulsetrace.instrumentation.business",
+    "business_span": "pulsetrace.instrumentation.business",
+    "record_outcome": "pulsetrace.instrumentation.business",
+    "set_business_attributes": "pulsetrace.instrumentation.business",
+}
 
 
-def start(config_path: str | None = None) -> Any:
-    """Start the agent in this process (idempotent). Raises ``pulsetrace.config.load.ConfigError`` on a bad config."""
+def start(config_path: str | None = None) -> Agent:
+    """Start the agent in this process (idempotent).
+
+    Raises :class:`pulsetrace.config.problems.ConfigError` on a bad configuration.
+    """
     from pulsetrace.runtime import start as _start
 
     return _start(config_path)
@@ -22,3 +50,16 @@ def shutdown(timeout: float = 5.0) -> None:
     from pulsetrace.runtime import shutdown as _shutdown
 
     _shutdown(timeout)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pulsetrace' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

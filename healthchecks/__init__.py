@@ -1,6 +1,6 @@
 """Health probes, scheduling, status aggregation, SLA and business impact.
 
-``from healthchecks import Probe, ProbeResult, Status`` is the API for custom probes.
+``from pulsetrace.healthchecks import Probe, ProbeResult, Status`` is the API for custom probes.
 The names resolve lazily: importing this package does no work and pulls in no driver.
 """
 
@@ -19,4 +19,4 @@ def __getattr__(name: str) -> Any:
         from pulsetrace.healthchecks import base
 
         return getattr(base, name)
-    raise AttributeError(f"module 'healthchecks' has no attribute {name!r}")
+    raise AttributeError(f"module 'pulsetrace.healthchecks' has no attribute {name!r}")

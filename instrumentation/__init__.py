@@ -1,7 +1,7 @@
 """What touches user code: auto-instrumentation, the business spans API, enrichers, PII scrubbing.
 
 The business API is re-exported here and loaded on first use, so that importing
-``instrumentation`` (which the agent's bootstrap does early) costs nothing::
+``pulsetrace.instrumentation`` (which the agent's bootstrap does early) costs nothing::
 
     from pulsetrace.instrumentation import business_operation, business_span, set_business_attributes, record_outcome
 """
@@ -21,7 +21,7 @@ _LAZY = {name: "pulsetrace.instrumentation.business" for name in __all__}
 def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
-        raise AttributeError(f"module 'instrumentation' has no attribute {name!r}")
+        raise AttributeError(f"module 'pulsetrace.instrumentation' has no attribute {name!r}")
     import importlib
 
     value = getattr(importlib.import_module(module_name), name)

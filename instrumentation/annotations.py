@@ -26,8 +26,6 @@ annotation value is always the scrubbed (or hashed) one. It never raises.
 from __future__ import annotations
 
 import collections
-import math
-import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -38,51 +36,22 @@ from pulsetrace.config.schema import Config
 from pulsetrace.forking import on_fork_in_child
 from pulsetrace.instrumentation.spans import copy_span
 from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.xray.limits import (
+    MAX_ANNOTATION_KEY_CHARS,
+    MAX_ANNOTATION_VALUE_CHARS,
+    annotation_key,
+    annotation_value,
+)
 
 __all__ = ["ANNOTATIONS_ATTR", "MAX_ANNOTATIONS_PER_TRACE", "MAX_KEY_CHARS", "MAX_VALUE_CHARS", "Annotator",
            "annotation_key", "annotation_value", "build_annotator", "merge_index_keys"]
 
 ANNOTATIONS_ATTR = "aws.xray.annotations"
 MAX_ANNOTATIONS_PER_TRACE = 50
-MAX_VALUE_CHARS = 1000
-MAX_KEY_CHARS = 500
+MAX_VALUE_CHARS = MAX_ANNOTATION_VALUE_CHARS
+MAX_KEY_CHARS = MAX_ANNOTATION_KEY_CHARS
 #: Traces whose annotation count is remembered (the export thread sees a trace's spans close together).
 _TRACKED_TRACES = 8192
-
-_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
-_key_cache: dict[str, str] = {}
-
-
-def annotation_key(attr_key: str) -> str:
-    """The X-Ray annotation key for an attribute key: every character outside ``[A-Za-z0-9_]`` → ``_``.
-
-    ``payment.method`` → ``payment_method``; cut at 500 characters; never empty.
-    """
-    cached = _key_cache.get(attr_key)
-    if cached is not None:
-        return cached
-    key = _INVALID_KEY_CHARS.sub("_", attr_key)[:MAX_KEY_CHARS] or "_"
-    if len(_key_cache) < 4096:
-        _key_cache[attr_key] = key
-    return key
-
-
-def annotation_value(value: object) -> str | int | float | bool | None:
-    """``value`` as X-Ray accepts it in an annotation, or ``None`` when it cannot be one.
-
-    Strings are cut to 1,000 characters; non-finite floats, lists, bytes, ``None``
-    and anything else are not annotatable.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS]
-    return None
-
 
 def merge_index_keys(existing: object, keys: Iterable[str]) -> tuple[str, ...]:
     """The ``aws.xray.annotations`` value with ``keys`` added (order kept, no duplicates)."""

@@ -17,6 +17,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pulsetrace.cli.main import main
     from pulsetrace.config.problems import parse_duration
     from pulsetrace.demo.runner import run_demo
 
@@ -26,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration: not a duration: {args.duration!r} (expected e.g. 30s, 2m)", 2) from None
     if not 1 <= duration <= 3600:
         raise CliError("--duration: between 1s and 1h", 2)
-    return run_demo(duration, Path(args.store) if args.store else None)
+    return run_demo(duration, main, Path(args.store) if args.store else None)

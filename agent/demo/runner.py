@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,9 +211,7 @@ def _servers(env: DemoEnv) -> Iterator[None]:
             env.postgres.destroy()
 
 
-def _print_summary(env: DemoEnv, config: Path, counts: dict[str, int]) -> None:
-    from pulsetrace.cli.main import main as cli
-
+def _print_summary(env: DemoEnv, config: Path, counts: dict[str, int], cli: Command) -> None:
     total = sum(counts.values())
     env.say("")
     env.say(f"Traffic: {total} requests (" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")")
@@ -264,7 +262,12 @@ def _example_traces(env: DemoEnv) -> list[tuple[str, str]]:
     return picks
 
 
-def run_demo(duration: float, store: Path | None = None, out: Any = None) -> int:
+#: Runs one ``pulsetrace`` command line in this process (the CLI hands in its own ``main``).
+Command = Callable[[list[str]], int]
+
+
+def run_demo(duration: float, cli: Command, store: Path | None = None, out: Any = None) -> int:
+    """Run the demo for ``duration`` seconds, then show its traces, map and SLA through ``cli``."""
     out = out or sys.stdout
     workdir = Path(tempfile.mkdtemp(prefix="pulsetrace-demo-"))
     store_path = (store or Path(".pulsetrace")).resolve()
@@ -313,7 +316,7 @@ def run_demo(duration: float, store: Path | None = None, out: Any = None) -> int
             env.say("")
             env.say(f"Health at the end: {health.get('status')}  " + ", ".join(
                 f"{name}={p.get('status')}" for name, p in sorted(health.get("probes", {}).items())))
-        _print_summary(env, config, counts)
+        _print_summary(env, config, counts, cli)
     return 0
 
 

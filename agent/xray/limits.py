@@ -15,9 +15,6 @@ import math
 import re
 import unicodedata
 
-from pulsetrace.instrumentation.annotations import annotation_key as business_key
-from pulsetrace.instrumentation.annotations import annotation_value as business_value
-
 #: X-Ray's limit is 64 KB per segment document. 64,000 bytes stays under it whichever
 #: way "KB" is read, and leaves room for the 30-byte UDP header inside one IPv4
 #: datagram (at most 65,507 bytes of payload).
@@ -63,15 +60,40 @@ def segment_name(name: str) -> str:
     return cleaned[:MAX_NAME_CHARS] or DEFAULT_NAME
 
 
-def annotation_key(key: str) -> str:
-    """An attribute name as an annotation key (``payment.method`` → ``payment_method``): the
-    business-spans API's own mapping, so both agree, cut to the schema's 500 characters."""
-    return business_key(key)[:MAX_ANNOTATION_KEY_CHARS]
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_key_cache: dict[str, str] = {}
+
+
+def annotation_key(attr_key: str) -> str:
+    """The X-Ray annotation key for an attribute key: every character outside ``[A-Za-z0-9_]`` → ``_``.
+
+    ``payment.method`` → ``payment_method``; cut at 500 characters; never empty. The
+    business-spans API and the segment translation both use this, so they agree.
+    """
+    cached = _key_cache.get(attr_key)
+    if cached is not None:
+        return cached
+    key = _INVALID_KEY_CHARS.sub("_", attr_key)[:MAX_ANNOTATION_KEY_CHARS] or "_"
+    if len(_key_cache) < 4096:
+        _key_cache[attr_key] = key
+    return key
 
 
 def annotation_value(value: object) -> str | int | float | bool | None:
-    """A value X-Ray can index (string ≤ 1,000 characters, finite number, boolean), or ``None``."""
-    return business_value(value)
+    """``value`` as X-Ray accepts it in an annotation, or ``None`` when it cannot be one.
+
+    Strings are cut to 1,000 characters; non-finite floats, lists, bytes, ``None``
+    and anything else are not annotatable.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ANNOTATION_VALUE_CHARS else value[:MAX_ANNOTATION_VALUE_CHARS]
+    return None
 
 
 def cut(value: object, limit: int) -> str:

@@ -328,13 +328,13 @@ def test_package_exports_the_api_lazily() -> None:
     assert sorted(pulsetrace.instrumentation.__all__) == ["business_operation", "business_span", "record_outcome",
                                                "set_business_attributes"]
     for name in pulsetrace.instrumentation.__all__:
-        assert callable(getattr(instrumentation, name))
+        assert callable(getattr(pulsetrace.instrumentation, name))
     with pytest.raises(AttributeError):
-        getattr(instrumentation, "nope")
-    code = ("import sys, instrumentation; "
+        getattr(pulsetrace.instrumentation, "nope")
+    code = ("import sys, pulsetrace.instrumentation; "
             "assert 'pulsetrace.instrumentation.business' not in sys.modules; "
             "assert 'opentelemetry.sdk.trace' not in sys.modules; "
-            "from instrumentation import business_span; "
+            "from pulsetrace.instrumentation import business_span; "
             "assert 'pulsetrace.instrumentation.business' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
