@@ -9,8 +9,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 from pulsetrace.forking import on_fork_in_child
+
+
+#: Why a span was lost before any exporter saw it (``spans_dropped{reason}``).
+SpanDropReason = Literal[
+    "queue_full",            # the bounded export queue was full (the app produced faster than we export)
+    "shutdown",              # ended while the pipeline was shutting down
+    "shutdown_timeout",      # still queued when the shutdown deadline passed
+    "internal_error",        # a bug of ours while queueing; the span is dropped, the app untouched
+    "scrub_failed",          # the PII scrubber failed: the span is dropped rather than sent unscrubbed
+    "keep_errors_overflow",  # the keep-errors buffer of unsampled traces was full
+    "keep_errors_expired",   # an unsampled trace's buffered spans outlived the buffer's age limit
+    "keep_errors_internal",  # a bug of ours in the keep-errors buffer
+]
+#: Why one exporter lost spans (``spans_dropped{reason=REASON:EXPORTER}``): the others still got them.
+ExporterDropReason = Literal[
+    "backlog",        # the exporter's own backlog was full (a slow or dead destination)
+    "export_failed",  # the destination refused or could not be reached
+]
+#: Why metric data were lost (``metrics_dropped{reason}``).
+MetricDropReason = Literal[
+    "buffer_full", "source_failed", "shutdown", "rejected", "record_failed", "invalid_value", "emf_write_failed",
+]
 
 
 class SelfMetrics:
@@ -38,6 +61,18 @@ class SelfMetrics:
         key = (name, reason)
         with self._lock:
             self._counters[key] = self._counters.get(key, 0) + n
+
+    def drop_spans(self, reason: SpanDropReason, n: float = 1) -> None:
+        """Count ``n`` spans lost for every exporter."""
+        self.inc("spans_dropped", n, reason)
+
+    def drop_exported(self, reason: ExporterDropReason, exporter: str, n: float = 1) -> None:
+        """Count ``n`` spans one exporter lost."""
+        self.inc("spans_dropped", n, f"{reason}:{exporter}")
+
+    def drop_metrics(self, reason: MetricDropReason, n: float = 1) -> None:
+        """Count ``n`` metric data lost."""
+        self.inc("metrics_dropped", n, reason)
 
     def set_gauge(self, name: str, value: float) -> None:
         with self._lock:

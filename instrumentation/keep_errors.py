@@ -137,7 +137,7 @@ class KeepErrorsBuffer:
         try:
             return self._on_end(span)
         except Exception:  # never into the application; the spans are simply not kept
-            self.metrics.inc("spans_dropped", reason="keep_errors_internal")
+            self.metrics.drop_spans("keep_errors_internal")
             return None
 
     def _on_end(self, span: ReadableSpan) -> Sequence[ReadableSpan] | None:
@@ -200,13 +200,13 @@ class KeepErrorsBuffer:
                     pending.dropped_errors.add(span_id)
                 else:
                     pending.unplaced_error = True
-        self.metrics.inc("spans_dropped", reason="keep_errors_overflow")
+        self.metrics.drop_spans("keep_errors_overflow")
 
     def _evict_oldest(self) -> None:
         _, evicted = self._pending.popitem(last=False)
         self._total -= len(evicted.spans)
         if evicted.spans:
-            self.metrics.inc("spans_dropped", len(evicted.spans), reason="keep_errors_overflow")
+            self.metrics.drop_spans("keep_errors_overflow", len(evicted.spans))
 
     def _expire(self, now: float) -> None:
         """Drop traces whose root has not ended within ``max_age_s`` (oldest first; lock held)."""
@@ -218,7 +218,7 @@ class KeepErrorsBuffer:
             del self._pending[trace_id]
             self._total -= len(oldest.spans)
             if oldest.spans:
-                self.metrics.inc("spans_dropped", len(oldest.spans), reason="keep_errors_expired")
+                self.metrics.drop_spans("keep_errors_expired", len(oldest.spans))
 
     @staticmethod
     def _take_subtree(pending: _Pending, root_id: int) -> tuple[list[ReadableSpan], bool]:

@@ -141,11 +141,11 @@ class EmfSink:
             try:
                 line = encode(doc)
             except ValueError:  # NaN or infinity: CloudWatch would reject the document
-                self.metrics.inc("metrics_dropped", len(members), reason="invalid_value")
+                self.metrics.drop_metrics("invalid_value", len(members))
                 continue
             ok = self._write(line, deadline)
             if ok is None:  # lost for good (UDP, a closed stdout): counted, not retried
-                self.metrics.inc("metrics_dropped", len(members), reason="emf_write_failed")
+                self.metrics.drop_metrics("emf_write_failed", len(members))
                 continue
             if not ok:
                 rest = [m for _, ms in docs[i:] for m in ms]

@@ -214,7 +214,7 @@ class Recorder:
                     b[0] += 1
                     b[1] += latency_ms
         except Exception:  # telemetry never raises into the application
-            self.metrics.inc("metrics_dropped", reason="record_failed")
+            self.metrics.drop_metrics("record_failed")
 
     def _new_key(self, key: tuple[str, str]) -> _Agg:
         # With the lock held, once per raw key per interval: raw keys that share a canonical
