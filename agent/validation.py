@@ -41,7 +41,7 @@ def _cloudwatch_checks(cfg: Config) -> list[Problem]:
 def _xray_rules_checks(cfg: Config) -> list[Problem]:
     if not cfg.tracing.sampling.xray_rules_file:
         return []
-    from pulsetrace.tracing.sampling import load_xray_rules  # a bad rules file stops the start: say so now
+    from pulsetrace.tracing.xray_rules import load_xray_rules  # a bad rules file stops the start: say so now
 
     try:
         load_xray_rules(cfg.tracing.sampling.xray_rules_file)

@@ -22,14 +22,12 @@ failure in classification falls back to the default tier.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.context import Context
@@ -38,10 +36,10 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from pulsetrace.config.problems import ConfigError, Problem
-from pulsetrace.config.schema import TIER_NAMES, Config, RuleConfig, SamplingConfig, TierConfig
+from pulsetrace.config.schema import Config, RuleConfig, SamplingConfig, TierConfig
 from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.tracing.xray_rules import XRayRule, load_xray_rules
 
 __all__ = ["Bucket", "TieredSampler", "XRayRule", "build_sampler", "glob_matcher", "load_xray_rules"]
 
@@ -196,97 +194,6 @@ class _Rule:
                 if not matcher(text[:MAX_MATCH_CHARS]):
                     return False
         return True
-
-
-@dataclass(frozen=True)
-class XRayRule:
-    """One rule of an AWS X-Ray local sampling-rules document."""
-
-    description: str
-    host: str
-    http_method: str
-    url_path: str
-    fixed_target: float
-    rate: float
-    #: Optional pulsetrace extension: the tier label for ``sampling.tier`` (else ``xray``).
-    tier: str = "xray"
-    priority: int | None = None
-
-
-def _number(rule: Mapping[str, Any], key: str, where: str, problems: list[Problem], *, high: float | None) -> float:
-    value = rule.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-            or (high is not None and value > high):
-        expected = f"a number from 0 to {high:g}" if high is not None else "a number >= 0"
-        problems.append(Problem(f"{where}.{key}", "invalid value" if key in rule else "is required",
-                                repr(value) if key in rule else "", expected))
-        return 0.0
-    return float(value)
-
-
-def load_xray_rules(path: str) -> tuple[list[XRayRule], XRayRule]:
-    """Parse an X-Ray local sampling-rules file (version 2, or 1 with ``service_name``).
-
-    Returns ``(rules in match order, default)``. Rules are ordered by ``priority``
-    when they carry one (lower first), else by their place in the file. Raises
-    :class:`ConfigError` with one problem per defect.
-    """
-    key = "tracing.sampling.xray_rules_file"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise ConfigError([Problem(key, "cannot read the file", path, f"a readable file ({exc.strerror})")]) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(key, "not valid JSON", path, f"an X-Ray sampling-rules document ({exc})")]) \
-            from None
-    if not isinstance(doc, dict):
-        raise ConfigError([Problem(key, "not a sampling-rules document", path, "a JSON object")])
-    problems: list[Problem] = []
-    version = doc.get("version", 2)
-    if version not in (1, 2):
-        problems.append(Problem(f"{key}: version", "unsupported version", repr(version), "1 or 2"))
-    host_key = "service_name" if version == 1 else "host"
-    default_doc = doc.get("default")
-    if not isinstance(default_doc, dict):
-        problems.append(Problem(f"{key}: default", "is required", "", "an object with fixed_target and rate"))
-        default_doc = {}
-    default = XRayRule("default", "*", "*", "*", _number(default_doc, "fixed_target", f"{key}: default", problems,
-                                                         high=None),
-                       _number(default_doc, "rate", f"{key}: default", problems, high=1.0))
-    rules_doc = doc.get("rules", [])
-    if not isinstance(rules_doc, list):
-        problems.append(Problem(f"{key}: rules", "must be a list", type(rules_doc).__name__, "a list of rules"))
-        rules_doc = []
-    rules: list[XRayRule] = []
-    for i, raw in enumerate(rules_doc):
-        where = f"{key}: rules[{i}]"
-        if not isinstance(raw, dict):
-            problems.append(Problem(where, "must be an object", type(raw).__name__, "an object"))
-            continue
-        texts: dict[str, str] = {}
-        for field in (host_key, "http_method", "url_path"):
-            value = raw.get(field)
-            if not isinstance(value, str) or not value:
-                problems.append(Problem(f"{where}.{field}", "is required", "", "a pattern such as \"*\""))
-            texts[field] = value if isinstance(value, str) else ""
-        tier = raw.get("tier", "xray")
-        if tier != "xray" and tier not in TIER_NAMES:
-            problems.append(Problem(f"{where}.tier", "unknown tier", repr(tier), "one of " + ", ".join(TIER_NAMES)))
-            tier = "xray"
-        priority = raw.get("priority")
-        rules.append(XRayRule(
-            description=str(raw.get("description") or f"rules[{i}]"),
-            host=texts[host_key], http_method=texts["http_method"], url_path=texts["url_path"],
-            fixed_target=_number(raw, "fixed_target", where, problems, high=None),
-            rate=_number(raw, "rate", where, problems, high=1.0),
-            tier=str(tier),
-            priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
-        ))
-    if problems:
-        raise ConfigError(problems)
-    order = sorted(range(len(rules)), key=lambda i: (rules[i].priority if rules[i].priority is not None else 1 << 62, i))
-    return [rules[i] for i in order], default
 
 
 _Segment = tuple[re.Pattern[str], dict[str, _Rule]] | _Rule
