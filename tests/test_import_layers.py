@@ -63,6 +63,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.views": 2,
     # 3: composition
     "pulsetrace.runtime": 3,
+    "pulsetrace.validation": 3,
     "pulsetrace.demo": 3,
     # 4: entry points
     "pulsetrace.cli": 4,
