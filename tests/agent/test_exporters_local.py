@@ -69,7 +69,7 @@ def test_read_only_directory_fails_without_raising(tmp_path: Path) -> None:
 
 def test_a_lock_held_by_another_process_costs_a_bounded_failure(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pulsetrace.store.BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("pulsetrace.store.db.BUSY_TIMEOUT_S", 0.3)
     exporter = exporter_for(tmp_path)
     assert exporter.export(make_spans(1)) is ExportOutcome.SUCCESS
     exporter.store.close()

@@ -1,4 +1,4 @@
-"""The embedded local store: SQLite in ``store.path`` (``spans.db``), WAL mode.
+"""The embedded local store's database: SQLite in ``store.path`` (``spans.db``), WAL mode.
 
 Written from export threads in batches by any number of processes at once: WAL
 lets readers (the CLI) read while services write, each batch is one short
@@ -15,7 +15,6 @@ to the caller (the ``local`` exporter turns them into a counted failure).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,13 +22,11 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store.rows import StoredSpan, row_to_span, span_row
 
 _log = logging.getLogger("pulsetrace.store")
 
@@ -138,74 +135,6 @@ class _Held:
             self.release(close=False)
         except Exception:  # a finalizer must not raise
             pass
-
-
-@dataclass(frozen=True)
-class StoredSpan:
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    kind: str
-    service: str
-    start: float
-    end: float
-    status: str
-    status_message: str | None
-    attributes: dict[str, Any]
-    events: list[dict[str, Any]]
-    resource: dict[str, Any]
-    links: list[dict[str, Any]] = field(default_factory=list)
-    scope: str = ""
-    remote_parent: bool = False
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end - self.start) * 1000.0
-
-
-def _clean(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Infinity
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return str(value)
-
-
-def _attrs(mapping: Any) -> str:
-    if not mapping:
-        return "{}"
-    return json.dumps({str(k): _clean(v) for k, v in mapping.items()}, separators=(",", ":"), ensure_ascii=True)  # a lone surrogate must not fail the batch
-
-
-def span_row(span: Any, now: float) -> tuple[Any, ...]:
-    """One ``spans`` row from an OpenTelemetry ``ReadableSpan``."""
-    ctx = span.context
-    parent = span.parent
-    status = "error" if span.status.status_code.name == "ERROR" else "ok"
-    events = [{"name": e.name, "time": e.timestamp / 1e9, "attributes": json.loads(_attrs(e.attributes))}
-              for e in span.events]
-    links = [{"trace_id": f"{ln.context.trace_id:032x}", "span_id": f"{ln.context.span_id:016x}"} for ln in span.links]
-    resource = span.resource.attributes if span.resource is not None else {}
-    end = span.end_time if span.end_time is not None else span.start_time
-    return (
-        f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent else None,
-        span.name, span.kind.name.lower(), str(resource.get("service.name", "unknown_service")),
-        span.start_time / 1e9, end / 1e9, status, span.status.description,
-        _attrs(span.attributes), json.dumps(events, ensure_ascii=True, default=str), _attrs(resource),
-        json.dumps(links), span.instrumentation_scope.name if span.instrumentation_scope else "",
-        1 if parent is not None and parent.is_remote else 0, now,
-    )
-
-
-def row_to_span(row: Sequence[Any]) -> StoredSpan:
-    """A :class:`StoredSpan` from a row selected with the ``spans`` columns in schema order."""
-    return StoredSpan(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
-                      service=row[5], start=row[6], end=row[7], status=row[8], status_message=row[9],
-                      attributes=json.loads(row[10]), events=json.loads(row[11]), resource=json.loads(row[12]),
-                      links=json.loads(row[13]), scope=row[14], remote_parent=bool(row[15]))
 
 
 class LocalStore:
@@ -482,63 +411,6 @@ class LocalStore:
         return int(rows[0][0]) if rows else 0
 
 
-_COUNTER_INSTANCES: weakref.WeakKeyDictionary[object, tuple[int, str]] = weakref.WeakKeyDictionary()
-_COUNTER_INSTANCES_LOCK = threading.Lock()
-
-
-def counters_instance(source: object) -> str:
-    """The ``process_counters`` instance of a counter source (a ``SelfMetrics``) in this process.
-
-    Every writer of the same counters (the ``local`` exporter, :class:`CounterWriter`) uses it,
-    so the rows are one set per process; a forked child gets its own.
-    """
-    pid = os.getpid()
-    with _COUNTER_INSTANCES_LOCK:
-        found = _COUNTER_INSTANCES.get(source)
-        if found is None or found[0] != pid:
-            found = (pid, uuid.uuid4().hex)
-            _COUNTER_INSTANCES[source] = found
-        return found[1]
-
-
-class CounterWriter:
-    """Writes one process's agent counters to the local store: the span pipeline's ``counter_sink``.
-
-    So that ``pulsetrace status`` shows exports and drops whichever exporters are configured
-    (the ``local`` exporter writes them too, as the same rows). Called from the pipeline thread
-    every few seconds and at shutdown; the store is opened (and created) on first use.
-    Harmless when the store cannot be written (read-only or full disk, a corrupt file, a lock
-    held too long): the failure is counted as ``counter_writes_failed`` and the next call
-    tries again. Never raises for a storage problem.
-    """
-
-    def __init__(self, store_path: str | os.PathLike[str], metrics: SelfMetrics, *, busy_timeout_s: float = 0.5,
-                 retention_s: float = 7 * 86400.0) -> None:
-        self.store_path = store_path
-        self.metrics = metrics
-        self.busy_timeout_s = busy_timeout_s
-        self.retention_s = retention_s
-        self._store: LocalStore | None = None
-
-    def __call__(self) -> None:
-        counters = self.metrics.counters()
-        if not counters:
-            return
-        try:
-            if self._store is None:
-                self._store = LocalStore(self.store_path, retention_s=self.retention_s)
-            self._store.write_counters(os.getpid(), counters, busy_timeout_s=self.busy_timeout_s,
-                                       instance=counters_instance(self.metrics))
-        except (sqlite3.Error, OSError, ValueError) as exc:
-            _log.debug("agent counters not written to the local store: %s", exc)
-            self.metrics.inc("counter_writes_failed")
-            if self._store is not None:
-                try:
-                    self._store.close()  # the next call reconnects (the directory may be back)
-                except sqlite3.Error:
-                    pass
-
-
 def _rollback(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("ROLLBACK")
@@ -548,10 +420,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def open_store(path: str | os.PathLike[str], create: bool = False) -> LocalStore:
     return LocalStore(path, create=create)
-
-
-def group_traces(spans: Sequence[StoredSpan]) -> dict[str, list[StoredSpan]]:
-    out: dict[str, list[StoredSpan]] = {}
-    for s in spans:
-        out.setdefault(s.trace_id, []).append(s)
-    return out

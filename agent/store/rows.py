@@ -1,0 +1,87 @@
+"""A stored span: the row format of the ``spans`` table and the record the CLI and views read.
+
+Pure data and conversions, no I/O: :mod:`pulsetrace.store.db` writes and reads the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StoredSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    service: str
+    start: float
+    end: float
+    status: str
+    status_message: str | None
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    resource: dict[str, Any]
+    links: list[dict[str, Any]] = field(default_factory=list)
+    scope: str = ""
+    remote_parent: bool = False
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end - self.start) * 1000.0
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return str(value)
+
+
+def _attrs(mapping: Any) -> str:
+    if not mapping:
+        return "{}"
+    return json.dumps({str(k): _clean(v) for k, v in mapping.items()}, separators=(",", ":"), ensure_ascii=True)  # a lone surrogate must not fail the batch
+
+
+def span_row(span: Any, now: float) -> tuple[Any, ...]:
+    """One ``spans`` row from an OpenTelemetry ``ReadableSpan``."""
+    ctx = span.context
+    parent = span.parent
+    status = "error" if span.status.status_code.name == "ERROR" else "ok"
+    events = [{"name": e.name, "time": e.timestamp / 1e9, "attributes": json.loads(_attrs(e.attributes))}
+              for e in span.events]
+    links = [{"trace_id": f"{ln.context.trace_id:032x}", "span_id": f"{ln.context.span_id:016x}"} for ln in span.links]
+    resource = span.resource.attributes if span.resource is not None else {}
+    end = span.end_time if span.end_time is not None else span.start_time
+    return (
+        f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent else None,
+        span.name, span.kind.name.lower(), str(resource.get("service.name", "unknown_service")),
+        span.start_time / 1e9, end / 1e9, status, span.status.description,
+        _attrs(span.attributes), json.dumps(events, ensure_ascii=True, default=str), _attrs(resource),
+        json.dumps(links), span.instrumentation_scope.name if span.instrumentation_scope else "",
+        1 if parent is not None and parent.is_remote else 0, now,
+    )
+
+
+def row_to_span(row: Sequence[Any]) -> StoredSpan:
+    """A :class:`StoredSpan` from a row selected with the ``spans`` columns in schema order."""
+    return StoredSpan(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
+                      service=row[5], start=row[6], end=row[7], status=row[8], status_message=row[9],
+                      attributes=json.loads(row[10]), events=json.loads(row[11]), resource=json.loads(row[12]),
+                      links=json.loads(row[13]), scope=row[14], remote_parent=bool(row[15]))
+
+
+def group_traces(spans: Sequence[StoredSpan]) -> dict[str, list[StoredSpan]]:
+    out: dict[str, list[StoredSpan]] = {}
+    for s in spans:
+        out.setdefault(s.trace_id, []).append(s)
+    return out
