@@ -47,7 +47,7 @@ ADOT_LAMBDA: dict[str, set[str]] = {
 }
 SHIPPED = {"sidecar.yaml": ADOT_COLLECTOR, "gateway.yaml": ADOT_COLLECTOR, "lambda.yaml": ADOT_LAMBDA}
 KINDS = ("receivers", "processors", "exporters", "extensions")
-#: What ``sampling.kept_by`` can hold (INTERFACE.md: ``kept_by`` is null, ``error`` or ``slow``).
+#: What ``sampling.kept_by`` can hold (docs/json.md: ``kept_by`` is null, ``error`` or ``slow``).
 KEPT_BY_VALUES = {"error", "slow"}
 
 

@@ -1,6 +1,6 @@
 """The typed configuration model: frozen dataclasses, one per YAML section.
 
-The field names are the YAML keys of ``shared/INTERFACE.md``. Constraints a value
+The field names are the YAML keys of docs/configuration.md. Constraints a value
 must meet live in each field's ``metadata`` (``min``, ``max``, ``secret``,
 ``choices``) so that the one validator in :mod:`pulsetrace.config.build` can report
 every problem in one pass. Nothing here does I/O.

@@ -2,7 +2,7 @@
 
 Pure functions over :class:`~pulsetrace.store.StoredSpan` lists (no I/O), shared by the
 ``traces`` CLI, the demo's summary and anything else that prints a trace. The JSON
-shapes are the contract of ``shared/INTERFACE.md``; build them only through
+shapes are the contract of docs/json.md; build them only through
 :func:`summary_json` and :func:`span_json`.
 """
 

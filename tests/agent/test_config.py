@@ -52,7 +52,7 @@ def test_explicit_missing_file_is_a_problem_naming_it(tmp_path: Path) -> None:
 
 
 def test_interface_example_document_is_valid(tmp_path: Path) -> None:
-    """The YAML of INTERFACE.md, verbatim in shape, validates with its env variables set."""
+    """The documented example configuration (docs/configuration.md) validates with its env variables set."""
     doc = tmp_path / "pulsetrace.yaml"
     doc.write_text("""
 service: {name: shop-api, environment: uat, version: "1.4.2"}
