@@ -1,4 +1,4 @@
-"""``python -m agent``: the same as the ``pulsetrace`` command."""
+"""``python -m pulsetrace``: the same as the ``pulsetrace`` command."""
 
 from pulsetrace.cli.main import main
 

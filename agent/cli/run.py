@@ -35,16 +35,21 @@ def _stdin_is_terminal() -> bool:
 
 
 def boot_dir() -> str:
-    return str(Path(__file__).resolve().parent / "boot")
+    """The folder holding the bootstrap ``sitecustomize.py`` (the ``pulsetrace.boot`` package's own)."""
+    import pulsetrace.boot
+
+    return str(Path(pulsetrace.boot.__file__).resolve().parent)
 
 
 def child_env(config_path: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: bootstrap on PYTHONPATH, our packages importable, config passed on."""
+    """The child's environment: the bootstrap folder on PYTHONPATH, the config passed on.
+
+    Only the bootstrap folder is added: ``pulsetrace`` itself is found the way the interpreter
+    found it here (site-packages, or an editable install's finder), and nothing of ours is put
+    on the path where it could shadow a module of the application's.
+    """
     env = dict(os.environ if base is None else base)
-    project_root = Path(__file__).resolve().parent.parent
     parts = [boot_dir()]
-    if project_root.name not in ("site-packages", "dist-packages"):
-        parts.append(str(project_root))  # a source checkout (editable install): make it importable
     if env.get("PYTHONPATH"):
         parts.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(parts)

@@ -53,7 +53,7 @@ def test_agent_self_metrics_are_included_when_given() -> None:
 
 
 def test_importing_healthchecks_loads_nothing_until_a_name_is_used() -> None:
-    code = ("import sys, healthchecks; assert 'pulsetrace.healthchecks.base' not in sys.modules; "
-            "from healthchecks import Probe, ProbeResult, Status; assert Status('UP') is Status.UP; "
+    code = ("import sys, pulsetrace.healthchecks; assert 'pulsetrace.healthchecks.base' not in sys.modules; "
+            "from pulsetrace.healthchecks import Probe, ProbeResult, Status; assert Status('UP') is Status.UP; "
             "assert 'asyncpg' not in sys.modules and 'httpx' not in sys.modules and 'redis' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd="/")

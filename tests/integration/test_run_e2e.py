@@ -237,7 +237,7 @@ def test_opentelemetry_instrument_uses_pulsetrace_configuration(tmp_path: Path, 
            # with opentelemetry-distro installed as well, choose ours (as its docs say to)
            "OTEL_PYTHON_DISTRO": "pulsetrace"}
     log = tmp_path / "oi.log"
-    proc = subprocess.Popen(["opentelemetry-instrument", sys.executable, "-m", "uvicorn", "svc_front:app", "--port",
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, "-m", "uvicorn", "svc_front:app", "--port",
                              str(port), "--log-level", "warning"], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -343,14 +343,14 @@ def test_sigterm_to_a_plain_python_child_flushes_its_spans_then_ends_it_by_sigte
 def test_opentelemetry_instrument_leaves_our_libraries_to_pulsetrace(tmp_path: Path, store: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"store: {{path: '{store}'}}\ntracing:\n  instrumentations:\n    disabled: [redis]\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PULSETRACE_CONFIG": str(cfg), "OTEL_PYTHON_DISTRO": "pulsetrace"}
+    env = {**os.environ, "PULSETRACE_CONFIG": str(cfg), "OTEL_PYTHON_DISTRO": "pulsetrace"}
     code = ("import sys\n"
             "print('httpx' in sys.modules, 'redis' in sys.modules)\n"
             "import redis, httpx\n"
             "from opentelemetry.instrumentation.redis import RedisInstrumentor\n"
-            "from instrumentation import auto\n"
+            "from pulsetrace.instrumentation import auto\n"
             "print(RedisInstrumentor().is_instrumented_by_opentelemetry, sorted(auto.active()))\n")
-    done = subprocess.run(["opentelemetry-instrument", sys.executable, "-c", code], env=env, capture_output=True,
+    done = subprocess.run([str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # nothing imported eagerly; redis disabled by our config is not instrumented by upstream either
