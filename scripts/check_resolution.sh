@@ -11,7 +11,7 @@
 # users install and with [dev]. Nothing is installed anywhere. Exit status 1 when one fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
+PY="${PULSETRACE_PYTHON:-python3}"
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(24.0)
 # the README's and the Dockerfile's installs, every user extra at once, and the development set

@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# Set up a fresh machine and run the whole test suite (the soak test excepted).
+# The README's second command, and CI's (.ci/run): set this clone up (Redis, PostgreSQL, Chromium,
+# wrk, the virtual environment .venv with pulsetrace[dev]), check that the dependencies resolve with
+# pip 24.0 too, type-check, then run the tests (the soak excepted) from .venv.
+#   bash scripts/test.sh [pytest arguments, e.g. tests/agent -x]
+# PULSETRACE_SKIP_RESOLUTION=1 skips the resolution check (about a minute, needs PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-python3 -m mypy  # strict, on agent/, instrumentation/, healthchecks/ (pyproject.toml)
-exec python3 -m pytest -m "not slow" -p no:cacheprovider -q "$@"
+bash scripts/setup.sh test
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
+py="$PWD/.venv/bin/python"
+
+if [ "${PULSETRACE_SKIP_RESOLUTION:-}" != 1 ]; then
+  PULSETRACE_PYTHON="$py" bash scripts/check_resolution.sh 24.0
+fi
+PYTHON="$py" bash scripts/typecheck.sh  # mypy --strict on the pulsetrace namespace
+
+status=0
+"$py" -m pytest -m "not slow" -p no:cacheprovider -q "$@" || status=$?
+if [ "$status" = 5 ]; then
+  echo "test.sh: pytest collected no tests (exit 5): that is a failure here" >&2
+  exit 1
+fi
+exit "$status"
