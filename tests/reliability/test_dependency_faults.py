@@ -134,7 +134,8 @@ def test_dependencies_failing_during_traffic(tmp_path: Path, postgres_own: Postg
             assert _health(health_port) == (200, {"status": "UP", "stale": False})
 
         hello = plain.since(0)
-        assert len(hello) >= 50 and set(hello) == {200}, f"/hello answered {sorted(set(hello))}"
+        # /hello kept answering and only with 200s; not a request count, which a busy machine may not reach
+        assert len(hello) >= 10 and set(hello) == {200}, f"/hello answered {sorted(set(hello))}"
         every = {s for (_t, _p, s) in load.outcomes + plain.outcomes}
         assert 500 not in every and every <= {200, 503}, every
 
