@@ -20,6 +20,9 @@ ARG EXTRAS=instrumentations
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# The image's own pip (24.0, bundled with Python 3.11.11) on purpose: it is what users of this base
+# have, and scripts/test.sh checks that the extras resolve with it (tests/test_dockerfile.py re-enacts
+# this stage with it).
 COPY pyproject.toml README.md ./
 COPY agent ./agent
 COPY instrumentation ./instrumentation

@@ -3,9 +3,13 @@
 Parsed: multi-stage, a slim Python base pinned to a patch version, a builder that
 makes wheels, a final stage that installs them with the README's own install
 command, a non-root user, the entrypoint wrapper, the health port and a
-HEALTHCHECK on /health/live that needs nothing slim lacks. Re-enacted: the wheel
-the builder makes (built here from a copy of the source tree) holds every package
-and the console script, and the configuration baked into the image is valid.
+HEALTHCHECK on /health/live that needs nothing slim lacks. Re-enacted with the pip
+the base image ships (not this machine's newer one): the builder's sources copied as
+its COPY lines say, the wheel built from them, the builder's `pip wheel .[EXTRAS]`
+resolved; the wheel holds the `pulsetrace` namespace and nothing else at the top
+(no `agent`, `instrumentation`, `healthchecks` or `sitecustomize` to shadow a
+service's own modules), also once installed into a fresh virtual environment; and
+the configuration baked into the image is valid.
 """
 
 from __future__ import annotations
@@ -178,24 +182,127 @@ def test_builder_copies_everything_the_wheel_needs(instructions: list[Instructio
         assert needed in copied.split(), needed
 
 
-def test_the_wheel_the_builder_makes_holds_every_package_and_the_entry_points(tmp_path: Path) -> None:
-    src = tmp_path / "src"
+# The pip each base image ships: the one bundled with that CPython's ensurepip (docker-library/python
+# installs no other). A new base image needs its entry here, and scripts/test.sh must check the
+# resolution with that pip (scripts/check_resolution.sh): newer pips resolve what older ones do not.
+BASE_IMAGE_PIP = {"3.11.11": "24.0"}
+
+# Where each source folder lands in the installed package (pyproject.toml [tool.setuptools.package-dir]).
+PACKAGE_DIRS = {"agent": "pulsetrace", "instrumentation": "pulsetrace/instrumentation",
+                "healthchecks": "pulsetrace/healthchecks"}
+
+
+def base_python_version(instructions: list[Instruction]) -> str:
+    image = of(instructions, "FROM", 0)[0].args.split()[0]
+    m = re.fullmatch(r"python:(\d+\.\d+\.\d+)-slim.*", image)
+    assert m, image
+    return m.group(1)
+
+
+def test_the_resolution_is_checked_with_the_pip_the_base_image_ships(instructions: list[Instruction]) -> None:
+    version = base_python_version(instructions)
+    assert version in BASE_IMAGE_PIP, f"python:{version}: which pip does it ship? add it to BASE_IMAGE_PIP"
+    pip = BASE_IMAGE_PIP[version]
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    (line,) = [ln for ln in test_sh.splitlines() if "check_resolution.sh" in ln and not ln.lstrip().startswith("#")]
+    assert pip in line.split(), (pip, line)
+    check = (ROOT / "scripts" / "check_resolution.sh").read_text()
+    extra_sets = shlex.split(re.search(r"^extra_sets=\((.*)\)", check, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert arg_defaults(instructions, 0)["EXTRAS"] in extra_sets
+
+
+def _run(cmd: list[str], timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+    assert proc.returncode == 0, f"{cmd}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def base_pip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a fresh virtual environment holding the pip the base image ships."""
+    version = base_python_version(parse(DOCKERFILE.read_text()))
+    venv = tmp_path_factory.mktemp("base-pip") / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+          f"pip=={BASE_IMAGE_PIP[version]}"])
+    return python
+
+
+@pytest.fixture(scope="module")
+def builder_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The builder's working directory, filled as its COPY lines say."""
+    instructions = parse(DOCKERFILE.read_text())
+    src = tmp_path_factory.mktemp("builder") / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    for pkg in ("agent", "instrumentation", "healthchecks"):
-        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir",
-                           str(tmp_path / "wheels"), str(src)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = (tmp_path / "wheels").glob("pulsetrace-*.whl")
+    for copy in of(instructions, "COPY", 0):
+        *sources, dest = copy.args.split()
+        assert not [s for s in sources if s.startswith("--")], copy.args
+        for source in sources:
+            target = src / dest if not dest.endswith("/") else src / dest / Path(source).name
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy(ROOT / source, target)
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(base_pip: Path, builder_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheels")
+    _run([str(base_pip), "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
+          "--wheel-dir", str(out), str(builder_src)])
+    (built,) = out.glob("pulsetrace-*.whl")
+    return built
+
+
+def test_the_builders_install_resolves_with_the_base_images_pip(
+        base_pip: Path, builder_src: Path, instructions: list[Instruction]) -> None:
+    extras = arg_defaults(instructions, 0)["EXTRAS"]
+    report = builder_src.parent / "report.json"
+    _run([str(base_pip), "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+          "--disable-pip-version-check", "--report", str(report), f"{builder_src}[{extras}]"])
+    names = {i["metadata"]["name"] for i in json.loads(report.read_text())["install"]}
+    assert {"pulsetrace", "opentelemetry-sdk", "opentelemetry-instrumentation-httpx"} <= names
+
+
+def test_the_wheel_holds_the_pulsetrace_namespace_and_nothing_else(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    packages = sorted(str(p.parent.relative_to(ROOT)) for pkg in ("agent", "instrumentation", "healthchecks")
-                      for p in (ROOT / pkg).rglob("__init__.py") if "__pycache__" not in p.parts)
-    missing = [p for p in packages if f"{p}/__init__.py" not in names]
-    assert not missing, f"packages left out of the wheel (pyproject [tool.setuptools] packages): {missing}"
-    assert "agent/boot/sitecustomize.py" in names and "agent/py.typed" in names
+    top = {n.split("/")[0] for n in names}
+    assert top == {"pulsetrace", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, top
+    expected = sorted(f"{PACKAGE_DIRS[folder]}/{p.relative_to(ROOT / folder).as_posix()}"
+                      for folder in PACKAGE_DIRS for p in (ROOT / folder).rglob("*.py")
+                      if "__pycache__" not in p.parts)
+    missing = [p for p in expected if p not in names]
+    assert not missing, f"modules left out of the wheel (pyproject [tool.setuptools] packages): {missing}"
+    for needed in ("pulsetrace/boot/sitecustomize.py", "pulsetrace/py.typed", "pulsetrace/cli/main.py",
+                   "pulsetrace/instrumentation/__init__.py", "pulsetrace/healthchecks/__init__.py"):
+        assert needed in names, needed
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "pulsetrace = pulsetrace.cli.main:main" in text
     assert "[opentelemetry_distro]" in text and "[opentelemetry_configurator]" in text
+
+
+def test_installing_the_wheel_adds_only_pulsetrace_to_site_packages(wheel: Path, tmp_path: Path) -> None:
+    """--no-deps: the dependencies are other projects' top-level names; this is about ours."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = str(venv / "bin" / "python")
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(_run([python, "-c", where]).stdout.strip())
+    before = {p.name for p in site.iterdir()}
+    _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", str(wheel)])
+    added = {p.name for p in site.iterdir()} - before
+    assert {n for n in added if not n.endswith(".dist-info")} == {"pulsetrace"}, added
+    assert len(added) == 2, added
+    assert (venv / "bin" / "pulsetrace").exists()
+    # Nothing in the venv answers to the common names a service may use itself (Debian's own
+    # sitecustomize, outside the venv, may well exist: only what we installed matters here).
+    probe = ("import importlib.util as u, sys; "
+             "[print(m, u.find_spec(m) and u.find_spec(m).origin) "
+             "for m in ('agent', 'instrumentation', 'healthchecks', 'sitecustomize', 'pulsetrace')]")
+    found = dict(line.split(" ", 1) for line in _run([python, "-I", "-c", probe], cwd=tmp_path).stdout.splitlines())
+    ours = {m: o for m, o in found.items() if o != "None" and Path(o).resolve().is_relative_to(site.resolve())}
+    assert set(ours) == {"pulsetrace"}, ours
+    assert Path(ours["pulsetrace"]).resolve() == (site / "pulsetrace" / "__init__.py").resolve()
