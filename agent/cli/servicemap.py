@@ -39,7 +39,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=servicemap_command)
 
 
-def _since(text: str) -> float:
+def window_seconds(text: str) -> float:
+    """A ``--since`` value in seconds; a bad one is a CLI error (exit 2)."""
     from pulsetrace.config.problems import parse_duration
 
     try:
@@ -91,7 +92,7 @@ def servicemap_command(args: argparse.Namespace) -> int:
     from pulsetrace.validation import load_config
 
     cfg = load_config(getattr(args, "config", None))
-    window = _since(args.since)
+    window = window_seconds(args.since)
     end = time.time()
     start = end - window
     if args.source == "xray":

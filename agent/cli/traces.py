@@ -11,12 +11,16 @@ import argparse
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pulsetrace.cli.config import command_options
 from pulsetrace.cli.main import CliError
 from pulsetrace.store import LocalStore
+from pulsetrace.views.filter import Filter, FilterSyntaxError
+from pulsetrace.views.filter import parse as parse_filter
+from pulsetrace.views.trace_search import search_traces
 from pulsetrace.views.traces import (
     parse_trace_id,
     render_table,
@@ -46,6 +50,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     traces = subparsers.add_parser("traces", parents=[opts, store_opt], help="recent traces from the local store",
                                    description="Recent traces from the local store, newest first.")
     traces.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many traces (default 20)")
+    traces.add_argument("--filter", metavar="EXPR", default=None,
+                        help='an X-Ray filter expression, e.g. \'service("payment-gateway") AND fault\' or '
+                             '\'annotation.payment_method = "upi" AND responsetime > 1\' (see docs/filters.md)')
+    traces.add_argument("--since", metavar="DURATION", default=None,
+                        help="only traces with a span in this last stretch of time, e.g. 15m, 1h, 7d")
     traces.add_argument("--json", action="store_true", help="print JSON")
     traces.set_defaults(func=traces_command)
     actions = traces.add_subparsers(dest="traces_action", metavar="ACTION", parser_class=type(traces))
@@ -89,7 +98,22 @@ def _dropped_line(counters: dict[tuple[str, str], float]) -> str:
     return f"dropped spans: {int(sum(dropped.values()))} ({parts})"
 
 
+def _filter(text: str | None) -> Filter:
+    try:
+        return parse_filter(text)
+    except FilterSyntaxError as exc:
+        raise CliError(f"filter: {exc}", 2) from None
+
+
+def _since(text: str | None) -> float | None:
+    from pulsetrace.cli.servicemap import window_seconds
+
+    return None if text is None else time.time() - window_seconds(text)
+
+
 def traces_command(args: argparse.Namespace) -> int:
+    flt = _filter(getattr(args, "filter", None))  # a bad expression is exit 2 before anything is read
+    since = _since(getattr(args, "since", None))
     store = _open(args)
     if not store.exists():
         if args.json:
@@ -97,19 +121,27 @@ def traces_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"pulsetrace: no local store at {store.dir} yet: nothing recorded\n")
         return 0
     try:
-        ids = store.recent_trace_ids(limit=args.limit)
-        by_trace = store.traces_spans(ids)
+        if flt.empty and since is None:
+            ids = store.recent_trace_ids(limit=args.limit)
+            by_trace = store.traces_spans(ids)
+            summaries = [summarize(by_trace[t]) for t in ids if by_trace.get(t)]
+            page = None
+        else:
+            page = search_traces(store, flt, limit=args.limit, since=since)
+            summaries = [hit.summary for hit in page.hits]
         counters = store.counters()
     except sqlite3.Error as exc:
         raise _store_error(store, exc) from None
     finally:
         store.close()
-    summaries = [summarize(by_trace[t]) for t in ids if by_trace.get(t)]
+    if page is not None and page.truncated:
+        sys.stderr.write(f"pulsetrace: scanned the newest {page.scanned} traces; older ones were not searched "
+                         "(narrow the filter or use --since)\n")
     if args.json:
         sys.stdout.write(json.dumps([summary_json(s) for s in summaries], indent=2) + "\n")
         return 0
     if not summaries:
-        sys.stdout.write(f"no traces in {store.dir} yet\n")
+        sys.stdout.write(f"no traces match in {store.dir}\n" if page is not None else f"no traces in {store.dir} yet\n")
     else:
         sys.stdout.write("\n".join(render_table(summaries)) + "\n")
     dropped = _dropped_line(counters)

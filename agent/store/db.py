@@ -392,6 +392,42 @@ class LocalStore:
         cur.close()
         return list(seen)
 
+    def trace_ids_before(self, limit: int, before: float | None = None, since: float | None = None
+                         ) -> list[tuple[str, float]]:
+        """Up to ``limit`` traces, newest first, as ``(trace_id, start of its newest span)``.
+
+        Only spans with ``since <= start < before`` are looked at, through the ``start`` index
+        walked backwards, so a page costs the traces it returns, not the size of the store.
+        A caller pages on by passing the last start it got back as the next ``before``.
+        """
+        if limit <= 0:
+            return []
+        clauses, args = [], []
+        if before is not None:
+            clauses.append("start < ?")
+            args.append(before)
+        if since is not None:
+            clauses.append("start >= ?")
+            args.append(since)
+        sql = "SELECT trace_id, start FROM spans" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        cur = self._read(sql + " ORDER BY start DESC", args)
+        if cur is None:
+            return []
+        seen: dict[str, float] = {}
+        try:
+            while len(seen) < limit:
+                rows = cur.fetchmany(512)
+                if not rows:
+                    break
+                for trace_id, start in rows:
+                    if trace_id not in seen:
+                        seen[trace_id] = float(start)
+                        if len(seen) >= limit:
+                            break
+        finally:
+            cur.close()
+        return list(seen.items())
+
     def spans_since(self, since: float, limit: int = 200_000) -> list[StoredSpan]:
         rows = self._rows(f"SELECT {_COLS} FROM spans WHERE start >= ? ORDER BY start LIMIT ?", (since, limit))
         return [row_to_span(r) for r in rows]

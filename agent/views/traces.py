@@ -225,7 +225,10 @@ def summary_json(t: TraceSummary) -> dict[str, Any]:
 def span_json(s: StoredSpan) -> dict[str, Any]:
     """One span of ``pulsetrace traces show --json``."""
     return {"span_id": s.span_id, "parent_span_id": s.parent_span_id, "name": s.name, "kind": s.kind,
-            "service": s.service, "start": s.start, "end": s.end, "status": s.status, "attributes": s.attributes}
+            "service": s.service, "start": s.start, "end": s.end, "status": s.status,
+            "status_message": s.status_message, "attributes": s.attributes,
+            "events": [{"name": e.get("name"), "time": e.get("time"), "attributes": e.get("attributes") or {}}
+                       for e in s.events]}
 
 
 def trace_json(trace_id: str, spans: Sequence[StoredSpan]) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_show_json_shape_tree_order_and_every_id_form(store: LocalStore, capsys:
     assert [s["name"] for s in spans] == ["POST /payments", "POST", "POST /charge", "INSERT payments"]
     for s in spans:
         assert set(s) == {"span_id", "parent_span_id", "name", "kind", "service", "start", "end", "status",
-                          "attributes"}
+                          "status_message", "attributes", "events"}
     assert spans[0]["parent_span_id"] is None
     assert [s["parent_span_id"] for s in spans[1:]] == [s["span_id"] for s in spans[:-1]]
     assert [s["service"] for s in spans] == ["shop-api", "shop-api", "payment-gateway", "payment-gateway"]
