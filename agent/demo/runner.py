@@ -266,8 +266,27 @@ def _example_traces(env: DemoEnv) -> list[tuple[str, str]]:
 Command = Callable[[list[str]], int]
 
 
-def run_demo(duration: float, cli: Command, store: Path | None = None, out: Any = None) -> int:
-    """Run the demo for ``duration`` seconds, then show its traces, map and SLA through ``cli``."""
+def _db_outage(env: DemoEnv, stop: threading.Event, after: float, length: float) -> None:
+    """Stops PostgreSQL ``after`` seconds into the traffic and starts it again ``length`` seconds later."""
+    if stop.wait(after) or env.postgres is None:
+        return
+    env.say(f"\n  stopping PostgreSQL for {length:g}s (a database outage) ...")
+    env.postgres.stop("immediate")
+    stop.wait(length)
+    try:
+        env.postgres.start()
+        env.say("\n  PostgreSQL is back")
+    except Exception as exc:  # the summary still runs; the db probe simply stays DOWN
+        env.say(f"\n  PostgreSQL did not come back ({type(exc).__name__})")
+
+
+def run_demo(duration: float, cli: Command, store: Path | None = None, out: Any = None,
+             db_outage: float = 0.0) -> int:
+    """Run the demo for ``duration`` seconds, then show its traces, map and SLA through ``cli``.
+
+    ``db_outage`` > 0 stops PostgreSQL for that many seconds a third of the way in, so the
+    store records a DOWN period of the ``db`` probe and the failing requests it causes.
+    """
     out = out or sys.stdout
     workdir = Path(tempfile.mkdtemp(prefix="pulsetrace-demo-"))
     store_path = (store or Path(".pulsetrace")).resolve()
@@ -305,10 +324,17 @@ def run_demo(duration: float, cli: Command, store: Path | None = None, out: Any 
         if env.redis is not None:
             beat = threading.Thread(target=_heartbeats, args=(env, stop, duration / 2), name="demo-rfid", daemon=True)
             beat.start()
+        outage = None
+        if db_outage > 0 and env.postgres is not None:
+            outage = threading.Thread(target=_db_outage, args=(env, stop, duration / 3, db_outage),
+                                      name="demo-db-outage", daemon=True)
+            outage.start()
         env.say(f"  driving traffic for {duration:g}s ...")
         counts = _traffic(f"http://127.0.0.1:{shop_port}", duration, env)
         health = _health_details(env.health_port)
         stop.set()
+        if outage is not None:
+            outage.join(40)
         if beat is not None:
             beat.join(3)
         _stop_procs(env)
