@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from pulsetrace.metrics.request_metrics import Recorder
     from pulsetrace.tracing.pipeline import SpanPipeline
+    from pulsetrace.tracing.xray_remote_poller import SamplingPoller
 
 _log = logging.getLogger("pulsetrace")
 _lock = threading.Lock()
@@ -44,6 +45,8 @@ class Agent:
     recorder: Recorder | None = None
     instrumented: list[str] = field(default_factory=list)
     role: str = "app"
+    #: Keeps the X-Ray centralized sampling rules fresh; ``None`` when ``xray_remote`` is off.
+    sampling_poller: SamplingPoller | None = None
 
     def tracer(self, name: str = "pulsetrace") -> Any:
         return self.provider.get_tracer(name)
@@ -74,6 +77,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from pulsetrace.tracing.pipeline import SpanPipeline
     from pulsetrace.tracing.resource import build_resource
     from pulsetrace.tracing.sampling import build_sampler
+    from pulsetrace.tracing.xray_remote_poller import build_remote_sampling
 
     metrics = SelfMetrics()
     ctx = ExporterContext(cfg, metrics)
@@ -98,15 +102,17 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         # exported/dropped counters reach the store (pulsetrace status) whichever exporters run
         counter_sink=CounterWriter(cfg.store.path, metrics, retention_s=cfg.store.retention),
     )
+    remote = build_remote_sampling(cfg)
     provider = TracerProvider(
-        sampler=build_sampler(cfg, metrics),
+        sampler=build_sampler(cfg, metrics, remote=remote[0] if remote is not None else None),
         resource=build_resource(cfg),
         id_generator=AwsXRayIdGenerator(),
         span_limits=SpanLimits(**SPAN_LIMITS),
         shutdown_on_exit=False,
     )
     provider.add_span_processor(pipeline)
-    return Agent(config=cfg, metrics=metrics, provider=provider, pipeline=pipeline, recorder=recorder, role=role)
+    return Agent(config=cfg, metrics=metrics, provider=provider, pipeline=pipeline, recorder=recorder, role=role,
+                 sampling_poller=remote[1] if remote is not None else None)
 
 
 def install_propagators() -> None:
@@ -144,6 +150,8 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
             agent.instrumented = activate(cfg, agent.provider)
         if agent.recorder is not None:
             agent.recorder.start()
+        if agent.sampling_poller is not None:
+            agent.sampling_poller.start()
         hooks.install(agent.recorder)
         _AGENT = agent
         if not _ATEXIT_REGISTERED:
@@ -173,6 +181,8 @@ def shutdown(timeout: float = 5.0) -> None:
     except Exception:
         _log.debug("deactivate failed", exc_info=True)
     deadline = time.monotonic() + timeout
+    if agent.sampling_poller is not None:
+        agent.sampling_poller.shutdown(min(0.2, timeout))
     if agent.recorder is not None:
         try:
             # the final metrics flush gets up to half the budget (an API call), the spans the rest

@@ -50,6 +50,12 @@ def _xray_rules_checks(cfg: Config) -> list[Problem]:
     return []
 
 
+def _xray_remote_checks(cfg: Config) -> list[Problem]:
+    from pulsetrace.tracing.xray_remote_poller import config_problems
+
+    return config_problems(cfg)
+
+
 def components() -> Components:
     """The registered names and the components' checks, as they are now."""
     from pulsetrace.exporters.base import EXPORTERS
@@ -59,7 +65,7 @@ def components() -> Components:
     return Components(
         choice_sets={"exporter": tuple(EXPORTERS), "probe_type": probe_types(),
                      "instrumentation": instrumentation_names()},
-        checks=(_probe_checks, _cloudwatch_checks, _xray_rules_checks),
+        checks=(_probe_checks, _cloudwatch_checks, _xray_rules_checks, _xray_remote_checks),
     )
 
 

@@ -228,7 +228,7 @@ class _Builder:
 
 #: Keys whose float values are durations.
 DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
-                            "shutdown_timeout"})
+                            "shutdown_timeout", "poll", "targets_poll", "fallback_after"})
 
 
 def build_config(cls: type, data: object,

@@ -101,6 +101,29 @@ def _default_rules() -> list[RuleConfig]:
 
 
 @dataclass(frozen=True)
+class XRayRemoteConfig:
+    """X-Ray centralized sampling (``pulsetrace.tracing.xray_remote``); off while ``endpoint`` is empty."""
+
+    #: The X-Ray daemon's or an ADOT collector's sampling proxy (``http://127.0.0.1:2000``), or the
+    #: X-Ray API (``https://xray.REGION.amazonaws.com``, signed with the usual AWS credentials).
+    endpoint: str = ""
+    #: How often the rules are fetched (``GetSamplingRules``).
+    poll: Duration = field(default=300.0, metadata=_c(min=1.0, max=86400.0))
+    #: How often the statistics are reported and reservoir quotas fetched (``GetSamplingTargets``).
+    targets_poll: Duration = field(default=10.0, metadata=_c(min=0.5, max=3600.0))
+    #: With no successful exchange for this long, the remote rules stop deciding and the local
+    #: tiers, rules and rules file decide again, until the endpoint answers.
+    fallback_after: Duration = field(default=60.0, metadata=_c(min=1.0, max=86400.0))
+    #: Let X-Ray's own ``Default`` rule (which matches everything) decide what no other remote
+    #: rule matches. Off: the local tiers decide it, and only named remote rules override them.
+    use_default_rule: bool = False
+    #: Sign requests with AWS credentials (SigV4). ``auto``: only for ``*.amazonaws.com``.
+    sign: Literal["auto", "always", "never"] = "auto"
+    #: Timeout of one request to the endpoint.
+    timeout: Duration = field(default=2.0, metadata=_c(min=0.05, max=60.0))
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     default_tier: str = field(default="general", metadata=_c(choices=TIER_NAMES))
     tiers: dict[str, TierConfig] = field(default_factory=_default_tiers, metadata=_c(keys=TIER_NAMES))
@@ -112,6 +135,8 @@ class SamplingConfig:
     #: Bounds of the keep-errors buffer.
     max_pending_traces: int = field(default=2048, metadata=_c(min=1, max=1_000_000))
     max_spans_per_trace: int = field(default=256, metadata=_c(min=1, max=100_000))
+    #: X-Ray centralized sampling rules and reservoir quotas (off unless ``endpoint`` is set).
+    xray_remote: XRayRemoteConfig = field(default_factory=XRayRemoteConfig)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -240,6 +240,16 @@ def _compile_segments(rules: Sequence[_Rule], globs: Sequence[tuple[str, str, st
     return segments
 
 
+class RemoteRules(Protocol):
+    """Centralized rules consulted at a root span after its local tier is known
+    (:class:`pulsetrace.tracing.xray_remote.RemoteSampling`)."""
+
+    def decide(self, trace_id: int, name: str, attributes: Mapping[str, Any] | None,
+               tier: str) -> tuple[bool, Mapping[str, str]] | None:
+        """``(sampled, root span attributes)``, or ``None`` to let the local tier decide."""
+        ...
+
+
 def _tier_configs(sampling: SamplingConfig) -> dict[str, TierConfig]:
     tiers = dict(SamplingConfig().tiers)  # tiers the YAML leaves out keep their defaults
     tiers.update(sampling.tiers)
@@ -256,7 +266,7 @@ class TieredSampler(Sampler):
 
     def __init__(self, tiers: Mapping[str, TierConfig], default_tier: str, rules: Sequence[RuleConfig] = (),
                  xray_rules: Sequence[XRayRule] = (), *, record_unsampled: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, remote: RemoteRules | None = None) -> None:
         if default_tier not in tiers:
             raise ValueError(f"default tier {default_tier!r} is not one of {sorted(tiers)}")
         self._buckets = {name: Bucket(name, t.rate, t.reservoir) for name, t in tiers.items()}
@@ -297,6 +307,7 @@ class TieredSampler(Sampler):
         self._segments = _compile_segments(self._rules, self._rule_globs)
         self._default_tier = default_tier
         self._dropped = SamplingResult(Decision.DROP)
+        self._remote = remote
         on_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
@@ -376,6 +387,10 @@ class TieredSampler(Sampler):
             rule = self.classify(name, attributes)
         except Exception:  # a bad attribute value must not break span creation
             rule = self._default
+        if self._remote is not None:
+            remote = self._remote_result(trace_id, name, attributes, rule)
+            if remote is not None:
+                return remote
         if rule.bucket.take(trace_id, self._clock()):
             decision = Decision.RECORD_AND_SAMPLE
         elif self._record_unsampled:
@@ -388,12 +403,28 @@ class TieredSampler(Sampler):
             return SamplingResult(decision, merged)
         return rule.sampled if decision is Decision.RECORD_AND_SAMPLE else rule.recorded
 
+    def _remote_result(self, trace_id: int, name: str, attributes: Attributes, rule: _Rule) -> SamplingResult | None:
+        try:
+            remote = self._remote.decide(trace_id, name, attributes, rule.result_attributes[TIER_ATTR]) \
+                if self._remote is not None else None
+        except Exception:  # the centralized rules must never break span creation: the tier decides
+            return None
+        if remote is None:
+            return None
+        sampled, result_attributes = remote
+        if not sampled and not self._record_unsampled:
+            return self._dropped
+        merged = dict(attributes) if attributes else {}
+        merged.update(result_attributes)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if sampled else Decision.RECORD_ONLY, merged)
+
     def get_description(self) -> str:
         tiers = ",".join(f"{b.name}={b.rate:g}+{b.reservoir:g}/s" for b in self._buckets.values())
         return f"PulseTraceTiered{{{tiers};rules={len(self._rules)};default={self._default_tier}}}"
 
 
-def build_sampler(cfg: Config, metrics: SelfMetrics, *, clock: Callable[[], float] = time.monotonic) -> Sampler:
+def build_sampler(cfg: Config, metrics: SelfMetrics, *, clock: Callable[[], float] = time.monotonic,
+                  remote: RemoteRules | None = None) -> Sampler:
     """The sampler for ``cfg``; raises :class:`ConfigError` for an unreadable X-Ray rules file."""
     sampling = cfg.tracing.sampling
     xray_rules: list[XRayRule] = []
@@ -401,5 +432,5 @@ def build_sampler(cfg: Config, metrics: SelfMetrics, *, clock: Callable[[], floa
         xray_rules, _default = load_xray_rules(sampling.xray_rules_file)
     return TieredSampler(
         _tier_configs(sampling), sampling.default_tier, sampling.rules, xray_rules,
-        record_unsampled=sampling.keep_errors or sampling.slow_ms > 0, clock=clock,
+        record_unsampled=sampling.keep_errors or sampling.slow_ms > 0, clock=clock, remote=remote,
     )
