@@ -9,7 +9,8 @@ never past ``deadline_s`` per export; ``shutdown`` cuts a backoff short. Documen
 X-Ray refuses for good (a malformed one) are counted, not retried. The region and
 endpoint come from ``tracing.xray.region`` / ``tracing.xray.endpoint_url``
 (``AWS_REGION`` and ``AWS_ENDPOINT_URL`` fill them). Our own API calls are never
-traced (instrumentation is suppressed around them). Never raises.
+traced: the pipeline's export threads run with instrumentation suppressed
+(:mod:`pulsetrace.background`). Never raises.
 """
 
 from __future__ import annotations
@@ -115,15 +116,12 @@ class XRayApiExporter:
             return ExportOutcome.FAILURE
         if not documents:
             return ExportOutcome.SUCCESS
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
         deadline = time.monotonic() + self.deadline_s
         sent = 0
         try:
-            with suppress_instrumentation():
-                client = self._get_client()
-                for chunk in _chunks(documents):
-                    sent += self._put(client, chunk, deadline)
+            client = self._get_client()
+            for chunk in _chunks(documents):
+                sent += self._put(client, chunk, deadline)
         except Exception as exc:  # no region, bad endpoint, botocore surprises: count, never raise
             _log.debug("X-Ray PutTraceSegments failed: %s", exc)
             self.metrics.inc("xray_send_errors", len(documents) - sent, reason="client")

@@ -2,10 +2,11 @@
 
 ``on_end`` runs on the application's thread and only appends to a bounded deque
 (a full queue drops the span and counts ``spans_dropped{reason=queue_full}``).
-Everything else, scrubbing, encoding and network I/O, runs on background threads:
-one thread drains the queue and scrubs, and each exporter has its own thread and
-bounded backlog, so a destination that hangs (a TCP peer that never reads) delays
-only itself. ``shutdown(timeout)`` and ``force_flush(timeout)`` never wait longer
+Everything else, scrubbing, encoding and network I/O, runs on background threads
+(with instrumentation suppressed: see :mod:`pulsetrace.background`, so an export is never
+traced itself): one thread drains the queue and scrubs, and each exporter has its own
+thread and bounded backlog, so a destination that hangs (a TCP peer that never reads)
+delays only itself. ``shutdown(timeout)`` and ``force_flush(timeout)`` never wait longer
 than asked. Threads are re-created after ``fork()``.
 
 Unsampled spans (recorded only for keep-errors) are handed to ``unsampled_hook``,
@@ -33,6 +34,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from pulsetrace.background import start_worker
 from pulsetrace.exporters.base import Exporter, ExportOutcome
 from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
@@ -62,9 +64,7 @@ class _Channel:
         self.thread = self._start()
 
     def _start(self) -> threading.Thread:
-        t = threading.Thread(target=self._run, name=f"pulsetrace-export-{self.exporter.name}", daemon=True)
-        t.start()
-        return t
+        return start_worker(f"pulsetrace-export-{self.exporter.name}", self._run)
 
     def offer(self, batch: Sequence[ReadableSpan]) -> None:
         with self.cond:
@@ -120,9 +120,7 @@ class _Channel:
         left = max(0.0, deadline - time.monotonic())
         # An exporter's shutdown may block (a hung connection); give it what is left of
         # the deadline on a helper thread and abandon it after that.
-        helper = threading.Thread(target=self._shutdown_exporter, args=(min(left, 0.5),),
-                                  name=f"pulsetrace-shutdown-{self.exporter.name}", daemon=True)
-        helper.start()
+        helper = start_worker(f"pulsetrace-shutdown-{self.exporter.name}", self._shutdown_exporter, min(left, 0.5))
         helper.join(left)
 
     def _shutdown_exporter(self, timeout: float) -> None:
@@ -182,8 +180,7 @@ class SpanPipeline(SpanProcessor):
 
     def _start_threads(self) -> None:
         self._channels = [_Channel(e, self.metrics, self.max_backlog_batches) for e in self.exporters]
-        self._thread = threading.Thread(target=self._run, name="pulsetrace-pipeline", daemon=True)
-        self._thread.start()
+        self._thread = start_worker("pulsetrace-pipeline", self._run)
 
     def _after_fork(self) -> None:
         # Threads do not survive fork(); locks may be held by a thread that no longer exists.
@@ -330,6 +327,5 @@ class SpanPipeline(SpanProcessor):
             self.metrics.inc("spans_dropped", pending, reason="shutdown_timeout")
         if self.counter_sink is not None:
             # On a helper thread: a store locked by another process must not hold the exit past the deadline.
-            helper = threading.Thread(target=self._call_counter_sink, name="pulsetrace-counters", daemon=True)
-            helper.start()
+            helper = start_worker("pulsetrace-counters", self._call_counter_sink)
             helper.join(max(0.0, deadline - time.monotonic()))
