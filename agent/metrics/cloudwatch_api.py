@@ -9,10 +9,11 @@ credentials) go back to the publisher's bounded buffer for the next interval;
 data CloudWatch rejects as invalid are dropped and counted. botocore's own retries
 are off so that every retry is ours, bounded and counted.
 
-Runs on the flusher thread only; each call runs on a helper thread that the flusher
-waits for no longer than the flush's deadline (an endpoint that accepts and never
-answers cannot hold a shutdown past its budget). The client is created on first use,
-lazily (importing boto3 takes a while), and again after ``fork()``. Never raises.
+Runs on the flusher thread only; each call runs on a helper thread (started with
+instrumentation suppressed, so the call is never traced) that the flusher waits for
+no longer than the flush's deadline (an endpoint that accepts and never answers
+cannot hold a shutdown past its budget). The client is created on first use, lazily
+(importing boto3 takes a while), and again after ``fork()``. Never raises.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from pulsetrace.background import start_worker
 from pulsetrace.metrics.publisher import MAX_DIMENSIONS, MetricDatum
 from pulsetrace.selfmetrics import SelfMetrics
 
@@ -226,9 +228,7 @@ class PutMetricDataSink:
         if deadline - time.monotonic() <= 0:
             return "timeout"
         result: list[str] = []
-        helper = threading.Thread(target=self._put, args=(metric_data, result), name="pulsetrace-cloudwatch-call",
-                                  daemon=True)
-        helper.start()
+        helper = start_worker("pulsetrace-cloudwatch-call", self._put, metric_data, result)
         helper.join(max(0.0, deadline - time.monotonic()))
         if not result:
             _log.debug("PutMetricData abandoned at the flush deadline")

@@ -3,9 +3,11 @@
 Sources (the operation recorder, the health snapshot, the agent's self-metrics) are
 asked for their :class:`MetricDatum` list once per ``interval`` on the thread
 ``pulsetrace-metrics``; the data go to one :class:`Sink` (EMF lines or
-PutMetricData). What a sink could not deliver for a passing reason (an endpoint
-down, throttling) stays in a bounded buffer for the next round; when the buffer is
-full the oldest data are dropped and counted as ``metrics_dropped{buffer_full}``.
+PutMetricData). The thread runs with instrumentation suppressed
+(:mod:`pulsetrace.background`): the flusher's own calls are never traced. What a sink
+could not deliver for a passing reason (an endpoint down, throttling) stays in a
+bounded buffer for the next round; when the buffer is full the oldest data are
+dropped and counted as ``metrics_dropped{buffer_full}``.
 
 This module never does I/O on the caller's thread except in an explicit
 :meth:`MetricsPublisher.flush`, never raises out of the flusher, and is re-armed
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pulsetrace.background import start_worker
 from pulsetrace.config.build import ConfigError, Problem
 from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
@@ -307,9 +310,7 @@ class MetricsPublisher:
 
     def _spawn(self) -> None:
         self._stop = threading.Event()
-        t = threading.Thread(target=self._run, name="pulsetrace-metrics", daemon=True)
-        self._thread = t
-        t.start()
+        self._thread = start_worker("pulsetrace-metrics", self._run)
 
     def _next_wait(self) -> float:
         # Flush just after each interval boundary (plus this process's offset), so one
