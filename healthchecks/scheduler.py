@@ -9,18 +9,19 @@ still winding down when the next round is due, that round is DOWN too and no sec
 starts, so a probe never overlaps itself. The drivers' own timeouts are set to the probe
 timeout as well, so an abandoned check ends by itself soon after.
 
-The check runs with OpenTelemetry instrumentation suppressed: probe traffic is not app
-traffic. Results are redacted again here, whatever the probe did.
+The check runs with OpenTelemetry instrumentation suppressed (probe traffic is not app
+traffic): the health service's entry points suppress it for every task they start, these
+included (:mod:`pulsetrace.healthchecks.service`). Results are redacted again here,
+whatever the probe did.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pulsetrace.healthchecks.base import Measurement, Probe, ProbeResult, Status, describe_error
@@ -34,17 +35,6 @@ MAX_DETAIL = 300
 
 #: Called after every round: (runner, result, wall-clock time of the result).
 ResultSink = Callable[["ProbeRunner", ProbeResult], None]
-
-
-@contextlib.contextmanager
-def _no_instrumentation() -> Iterator[None]:
-    try:
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-    except ImportError:  # the probes work without OpenTelemetry installed
-        yield
-        return
-    with suppress_instrumentation():
-        yield
 
 
 class ProbeRunner:
@@ -70,8 +60,7 @@ class ProbeRunner:
         started = time.perf_counter()
         if self._inflight is not None and not self._inflight.done():
             return ProbeResult(Status.DOWN, 0.0, "previous check still running past its timeout; not started again")
-        with _no_instrumentation():
-            task = asyncio.ensure_future(self.probe.check())
+        task = asyncio.ensure_future(self.probe.check())
         self._inflight = task
         try:
             done, _ = await asyncio.wait({task}, timeout=self.cfg.timeout)

@@ -10,6 +10,12 @@ transitions for the local store, written by one I/O thread every few seconds.
 :func:`start_in_thread` runs it on its own loop in a daemon thread (``pulsetrace run``);
 ``pulsetrace serve`` runs :meth:`HealthService.serve_forever` in the foreground. Never
 raises into the host: a probe that cannot be built reports DOWN with the reason.
+
+Probe traffic is not app traffic: nothing the service does is traced. Its entry points
+(:meth:`HealthService.start`, :meth:`~HealthService.run_round`, :meth:`~HealthService.stop`)
+suppress instrumentation for every task they create (asyncio copies the current context
+into a task when it is created), whichever loop runs them; its I/O threads and the thread
+of :func:`start_in_thread` suppress it from their first instruction (:mod:`pulsetrace.background`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pulsetrace.background import executor, start_worker, suppressed
 from pulsetrace.healthchecks import logfilter
 from pulsetrace.healthchecks.base import Probe, ProbeContext, ProbeResult, Status, describe_error
 from pulsetrace.healthchecks.damping import Damper, Transition
@@ -94,7 +101,7 @@ class HealthService:
         self.redactor = Redactor.from_config(cfg)
         logfilter.install(self.redactor)
         self.heartbeats = HeartbeatBook(clock=clock)
-        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulsetrace-health-io")
+        self._io = executor(max_workers=1, thread_name_prefix="pulsetrace-health-io")
         self.history: HealthHistory | None = None
         if store is not None and persist:
             from pulsetrace.healthchecks.history import HealthHistory
@@ -248,6 +255,10 @@ class HealthService:
 
     async def start(self, *, serve: bool = True) -> None:
         """Load history, start the probes and (``serve``) the HTTP server. Raises OSError if the port is taken."""
+        with suppressed():  # the probe loops, the server and the persist loop inherit it
+            await self._start(serve)
+
+    async def _start(self, serve: bool) -> None:
         self._stop = asyncio.Event()
         if self.history is not None:
             await self._load_history()
@@ -328,10 +339,15 @@ class HealthService:
         async def one(state: ProbeState) -> None:
             self.record(state.runner, await state.runner.run_once())
 
-        await asyncio.gather(*(one(s) for s in self.probes.values()))
+        with suppressed():
+            await asyncio.gather(*(one(s) for s in self.probes.values()))
         return self.details()
 
     async def stop(self, timeout: float = 2.0) -> None:
+        with suppressed():  # closing the probes' connections is probe traffic too
+            await self._stop_all(timeout)
+
+    async def _stop_all(self, timeout: float) -> None:
         if self._stop is not None:
             self._stop.set()
         for task in self._tasks:
@@ -419,8 +435,10 @@ def start_in_thread(cfg: Config, child_alive: Callable[[], bool] | None = None, 
     loop = asyncio.new_event_loop()
     started: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-    def main() -> None:
+    def main() -> None:  # runs with instrumentation suppressed, and so does every task created here
         asyncio.set_event_loop(loop)
+        # Custom probes' blocking calls run in the default executor, which does not copy the context.
+        loop.set_default_executor(executor(thread_name_prefix="asyncio"))
 
         async def boot() -> None:
             try:
@@ -441,8 +459,7 @@ def start_in_thread(cfg: Config, child_alive: Callable[[], bool] | None = None, 
                 pass
             loop.close()
 
-    thread = threading.Thread(target=main, name="pulsetrace-health", daemon=True)
-    thread.start()
+    thread = start_worker("pulsetrace-health", main)
     try:
         started.result(timeout=30.0)
     except BaseException:
