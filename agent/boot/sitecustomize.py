@@ -40,14 +40,12 @@ def _flush_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
         # The flush runs on a thread and is waited for with a deadline: this handler
         # interrupts the main thread anywhere, possibly holding a lock the flush needs.
-        import threading
-
+        from pulsetrace.background import start_worker
         from pulsetrace.runtime import shutdown
 
         timeout = float(os.environ.get("PULSETRACE_SHUTDOWN_TIMEOUT", "1.5"))
-        flusher = threading.Thread(target=shutdown, args=(timeout,), name="pulsetrace-sigterm-flush", daemon=True)
         try:
-            flusher.start()
+            flusher = start_worker("pulsetrace-sigterm-flush", shutdown, timeout)
             flusher.join(timeout + 0.25)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

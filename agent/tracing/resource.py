@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from opentelemetry.sdk.resources import Resource
 
+from pulsetrace.background import start_worker
 from pulsetrace.config.schema import Config
 
 _log = logging.getLogger("pulsetrace.resource")
@@ -76,8 +76,7 @@ def detect_aws(env: Mapping[str, str] | None = None, budget_s: float = 1.0) -> R
                 _log.debug("resource detector %s failed", type(det).__name__, exc_info=True)
         result.append(merged)
 
-    t = threading.Thread(target=run, name="pulsetrace-resource-detect", daemon=True)
-    t.start()
+    t = start_worker("pulsetrace-resource-detect", run)  # the detectors' metadata requests are not traced
     t.join(budget_s)
     return result[0] if result else Resource.get_empty()
 

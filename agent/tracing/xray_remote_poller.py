@@ -1,12 +1,13 @@
 """The I/O of X-Ray centralized sampling: ``GetSamplingRules`` / ``GetSamplingTargets`` on a thread.
 
-One daemon thread per process (``pulsetrace-xray-sampling``, instrumentation suppressed so the
-agent never traces its own calls) fetches the rules every ``poll`` and reports the statistics /
-fetches the targets every ``targets_poll``, both with a little jitter so a fleet does not call in
-step. A failure backs off (1 s, 2 s, 4 s ... for the rules, ``targets_poll`` doubling for the
-targets, both at most a minute, or ``poll`` if shorter); a ``LastRuleModification`` newer than the rules held fetches the
-rules at once. The thread waits on an event, so :meth:`SamplingPoller.shutdown` stops it at once,
-and is started again lazily in a forked child.
+One daemon thread per process (``pulsetrace-xray-sampling``, a :mod:`pulsetrace.background`
+worker: instrumentation suppressed, so the agent never traces its own calls) fetches the rules
+every ``poll`` and reports the statistics / fetches the targets every ``targets_poll``, both with
+a little jitter so a fleet does not call in step. A failure backs off (1 s, 2 s, 4 s ... for the
+rules, ``targets_poll`` doubling for the targets, both at most a minute, or ``poll`` if shorter);
+a ``LastRuleModification`` newer than the rules held fetches the rules at once. The thread waits
+on an event, so :meth:`SamplingPoller.shutdown` stops it at once, and is started again lazily in a
+forked child.
 
 The wire format is botocore's X-Ray client: it speaks the daemon's and the ADOT collector's
 sampling proxy (``http://127.0.0.1:2000``, unsigned: the proxy signs) and the X-Ray API itself
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from pulsetrace.background import start_worker
 from pulsetrace.config.problems import Problem
 from pulsetrace.config.schema import Config, XRayRemoteConfig
 from pulsetrace.tracing.xray_remote import RemoteRule, RemoteSampling, Target, service_type_from_env
@@ -155,8 +157,7 @@ class SamplingPoller:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            self._thread = threading.Thread(target=self._run, name="pulsetrace-xray-sampling", daemon=True)
-            self._thread.start()
+            self._thread = start_worker("pulsetrace-xray-sampling", self._run)
 
     def shutdown(self, timeout: float = 1.0) -> None:
         self._stop.set()
@@ -190,28 +191,25 @@ class SamplingPoller:
         return True, modified is not None and modified > self.remote.rules_fetched_at
 
     def _run(self) -> None:
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
         cfg = self.remote.config
-        with suppress_instrumentation():
-            next_rules = self._clock()
-            next_targets = next_rules + _jitter(cfg.targets_poll)
-            while not self._stop.is_set():
-                now = self._clock()
-                if now >= next_rules:
-                    if self._fetch_rules():
-                        next_rules = now + _jitter(cfg.poll)
-                        next_targets = min(next_targets, now + _jitter(cfg.targets_poll))
-                    else:
-                        next_rules = now + _jitter(min(_max_backoff(cfg), FIRST_RETRY_S * 2 ** min(self.rules_failures - 1, 16)))
-                if now >= next_targets:
-                    ok, changed = self._report() if self.remote.rules else (True, False)
-                    if changed:
-                        next_rules = now
-                    backoff = cfg.targets_poll * 2 ** min(self.targets_failures, 16)
-                    next_targets = now + _jitter(min(_max_backoff(cfg), backoff) if not ok else cfg.targets_poll)
-                self._wake.wait(max(0.0, min(next_rules, next_targets) - self._clock()))
-                self._wake.clear()
+        next_rules = self._clock()
+        next_targets = next_rules + _jitter(cfg.targets_poll)
+        while not self._stop.is_set():
+            now = self._clock()
+            if now >= next_rules:
+                if self._fetch_rules():
+                    next_rules = now + _jitter(cfg.poll)
+                    next_targets = min(next_targets, now + _jitter(cfg.targets_poll))
+                else:
+                    next_rules = now + _jitter(min(_max_backoff(cfg), FIRST_RETRY_S * 2 ** min(self.rules_failures - 1, 16)))
+            if now >= next_targets:
+                ok, changed = self._report() if self.remote.rules else (True, False)
+                if changed:
+                    next_rules = now
+                backoff = cfg.targets_poll * 2 ** min(self.targets_failures, 16)
+                next_targets = now + _jitter(min(_max_backoff(cfg), backoff) if not ok else cfg.targets_poll)
+            self._wake.wait(max(0.0, min(next_rules, next_targets) - self._clock()))
+            self._wake.clear()
 
 
 def build_remote_sampling(cfg: Config) -> tuple[RemoteSampling, SamplingPoller] | None:
