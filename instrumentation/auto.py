@@ -54,6 +54,27 @@ def _contrib(instrumentor_path: str, **kwargs: Any) -> Callable[[ModuleType, Tra
     return activate
 
 
+def prefer_lean(library: str, fallback: Callable[[ModuleType, TracerProvider], Undo]) \
+        -> Callable[[ModuleType, TracerProvider], Undo]:
+    """Activate pulsetrace's lean hook for ``library`` where the clients table has one, else ``fallback``.
+
+    The table is :data:`pulsetrace.instrumentation.clients.LEAN_HOOKS`; it is read at
+    activation time, so nothing is imported before the library is.
+    """
+
+    def activate(module: ModuleType, provider: TracerProvider) -> Undo:
+        from pulsetrace.instrumentation.clients import lean_hook_module
+
+        module_path = lean_hook_module(library)
+        if module_path is None:
+            return fallback(module, provider)
+        hook = importlib.import_module(module_path)
+        hook.instrument(provider)
+        return hook.uninstrument  # type: ignore[no-any-return]
+
+    return activate
+
+
 def _uvicorn(module: ModuleType, provider: TracerProvider) -> Undo:
     """Wrap the app every ``uvicorn.Config`` loads (uvicorn, and gunicorn's UvicornWorker)."""
     from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
@@ -132,7 +153,8 @@ def _gunicorn(module: ModuleType, provider: TracerProvider) -> Undo:
 INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
     Instrumentation("asgi", "uvicorn.config", "uvicorn", _uvicorn),
     Instrumentation("wsgi", "gunicorn.app.base", "gunicorn", _gunicorn),
-    Instrumentation("httpx", "httpx", "httpx", _contrib("opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor")),
+    Instrumentation("httpx", "httpx", "httpx",
+                    prefer_lean("httpx", _contrib("opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"))),
     Instrumentation("asyncpg", "asyncpg", "asyncpg",
                     _contrib("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor")),
     Instrumentation("redis", "redis", "redis", _contrib("opentelemetry.instrumentation.redis:RedisInstrumentor")),

@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.instrumentation.hooks": 1,
     # 2: the features
     "pulsetrace.instrumentation": 2,
+    "pulsetrace.instrumentation.clients": 2,
     "pulsetrace.healthchecks": 2,
     "pulsetrace.tracing": 2,
     "pulsetrace.metrics": 2,

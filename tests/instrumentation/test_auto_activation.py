@@ -29,12 +29,13 @@ def test_library_is_instrumented_when_first_imported_and_undone_on_shutdown(tmp_
         assert "httpx" not in auto.active()
         import httpx
         assert "httpx" in auto.active()
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-        assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        from pulsetrace.instrumentation.clients import httpx_hook   # the lean hook, preferred to contrib's
+        assert httpx_hook.is_instrumented()
+        assert "opentelemetry.instrumentation.httpx" not in sys.modules
         import uvicorn.config
         patched = uvicorn.config.Config.load
         pulsetrace.shutdown(1.0)
-        assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        assert not httpx_hook.is_instrumented()
         assert uvicorn.config.Config.load is not patched
         assert auto.active() == []
         assert not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path)

@@ -1,0 +1,149 @@
+"""The lean httpx hook gives the spans contrib's HTTPXClientInstrumentor gives, against a loopback server.
+
+Documented differences (docs/performance.md): the span is named ``GET host:port`` (issue 15:
+the current conventions' name plus the peer), and the keys nothing downstream reads are left
+out (``http.host``, the ``network.peer.*``/``net.peer.port`` duplicates, ``http.flavor``,
+``network.protocol.version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
+
+from pulsetrace.instrumentation.clients import httpx_hook
+from tests.instrumentation.lean_compare import (
+    Capture, LoopbackHTTP, assert_same_spans, capture, contrib_dup_mode, loopback_http, run_under_root,
+    unsampled_capture,
+)
+
+HTTP_CONTRIB_ONLY = frozenset({"http.host", "network.peer.address", "net.peer.port", "network.peer.port",
+                               "http.flavor", "network.protocol.version", "user_agent.original"})
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackHTTP]:
+    with loopback_http() as box:
+        yield box
+
+
+@pytest.fixture(autouse=True)
+def _unpatched() -> Iterator[None]:
+    yield
+    httpx_hook.uninstrument()
+
+
+def _calls(url: str) -> Callable[[], None]:
+    def run() -> None:
+        with httpx.Client() as client:
+            client.get(url + "/a?x=1")
+            client.post(url + "/fail", content=b"body")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get("http://127.0.0.1:1/")
+
+        async def in_async() -> None:
+            async with httpx.AsyncClient() as client:
+                await client.get(url + "/b")
+                await client.put(url + "/fail/async", content=b"x")
+            with pytest.raises(httpx.ConnectError):
+                async with httpx.AsyncClient() as client:
+                    await client.get("http://127.0.0.1:1/async")
+
+        asyncio.run(in_async())
+
+    return run
+
+
+def _run_contrib(monkeypatch: pytest.MonkeyPatch, url: str) -> Capture:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    cap = capture()
+    with contrib_dup_mode(monkeypatch):
+        instrumentor = HTTPXClientInstrumentor()
+        instrumentor.instrument(tracer_provider=cap.provider)
+        try:
+            run_under_root(cap, _calls(url))
+        finally:
+            instrumentor.uninstrument()
+    return cap
+
+
+def test_lean_httpx_spans_equal_contribs_for_the_same_calls(server: LoopbackHTTP,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    contrib = _run_contrib(monkeypatch, server.url)
+    lean = capture()
+    httpx_hook.instrument(lean.provider)
+    run_under_root(lean, _calls(server.url))
+
+    def lean_name(span: object) -> str:
+        attrs = span.attributes  # type: ignore[attr-defined]
+        return f"{attrs['http.request.method']} {attrs['server.address']}:{attrs['server.port']}"
+
+    assert_same_spans(contrib, lean, contrib_only=HTTP_CONTRIB_ONLY, lean_name=lean_name)
+    statuses = [(s.attributes or {}).get("http.response.status_code") for s in lean.client_spans()]
+    assert statuses == [200, 500, None, 200, 500, None]
+
+
+def test_lean_httpx_injects_the_client_spans_context(server: LoopbackHTTP) -> None:
+    lean = capture()
+    httpx_hook.instrument(lean.provider)
+    run_under_root(lean, lambda: httpx.get(server.url + "/a"))
+    (span,) = lean.client_spans()
+    version, trace_id, parent_id, flags = server.seen[-1]["traceparent"].split("-")
+    assert (trace_id, parent_id) == (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    assert int(flags, 16) & 1  # sampled
+
+
+def test_unsampled_request_makes_no_span_and_propagates_the_not_sampled_decision(server: LoopbackHTTP) -> None:
+    cap = unsampled_capture()
+    httpx_hook.instrument(cap.provider)
+    tracer = cap.provider.get_tracer("test")
+    with tracer.start_as_current_span("root") as root:
+        httpx.get(server.url + "/a")
+
+        async def in_async() -> None:
+            async with httpx.AsyncClient() as client:
+                await client.get(server.url + "/b")
+
+        asyncio.run(in_async())
+    assert cap.spans() == []
+    ctx = root.get_span_context()
+    for headers in server.seen[-2:]:
+        _v, trace_id, parent_id, flags = headers["traceparent"].split("-")
+        assert (trace_id, parent_id) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+        assert not int(flags, 16) & 1  # the next service follows the not-sampled decision
+
+
+@pytest.mark.parametrize("suppress", [suppress_instrumentation, suppress_http_instrumentation])
+def test_suppressed_context_is_not_traced_nor_propagated(server: LoopbackHTTP, suppress: Callable[[], object]) -> None:
+    lean = capture()
+    httpx_hook.instrument(lean.provider)
+    with suppress():  # type: ignore[attr-defined]
+        run_under_root(lean, lambda: httpx.get(server.url + "/a"))
+    assert lean.client_spans() == []
+    assert "traceparent" not in server.seen[-1]
+
+
+def test_uninstrument_restores_httpx_and_instrument_is_idempotent(server: LoopbackHTTP) -> None:
+    originals = (httpx.HTTPTransport.__dict__["handle_request"],
+                 httpx.AsyncHTTPTransport.__dict__["handle_async_request"])
+    lean = capture()
+    httpx_hook.instrument(lean.provider)
+    httpx_hook.instrument(lean.provider)
+    assert httpx.HTTPTransport.__dict__["handle_request"] is not originals[0]
+    run_under_root(lean, lambda: httpx.get(server.url + "/a"))
+    assert len(lean.client_spans()) == 1  # patched once, not twice
+    httpx_hook.uninstrument()
+    httpx_hook.uninstrument()
+    assert (httpx.HTTPTransport.__dict__["handle_request"],
+            httpx.AsyncHTTPTransport.__dict__["handle_async_request"]) == originals
+    assert not httpx_hook.is_instrumented()
+    before = len(lean.spans())
+    run_under_root(lean, lambda: httpx.get(server.url + "/a"))
+    assert len(lean.spans()) == before + 1  # the root only
+    assert otel_context.get_current() == otel_context.Context()
