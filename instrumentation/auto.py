@@ -156,8 +156,9 @@ INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
     Instrumentation("httpx", "httpx", "httpx",
                     prefer_lean("httpx", _contrib("opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"))),
     Instrumentation("asyncpg", "asyncpg", "asyncpg",
-                    _contrib("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor")),
-    Instrumentation("redis", "redis", "redis", _contrib("opentelemetry.instrumentation.redis:RedisInstrumentor")),
+                    prefer_lean("asyncpg", _contrib("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor"))),
+    Instrumentation("redis", "redis", "redis",
+                    prefer_lean("redis", _contrib("opentelemetry.instrumentation.redis:RedisInstrumentor"))),
     Instrumentation("botocore", "botocore", "botocore",
                     _contrib("opentelemetry.instrumentation.botocore:BotocoreInstrumentor")),
 )
