@@ -161,6 +161,10 @@ INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
                     prefer_lean("redis", _contrib("opentelemetry.instrumentation.redis:RedisInstrumentor"))),
     Instrumentation("botocore", "botocore", "botocore",
                     _contrib("opentelemetry.instrumentation.botocore:BotocoreInstrumentor")),
+    Instrumentation("requests", "requests", "requests",
+                    prefer_lean("requests", _contrib("opentelemetry.instrumentation.requests:RequestsInstrumentor"))),
+    Instrumentation("psycopg", "psycopg", "psycopg",
+                    prefer_lean("psycopg", _contrib("opentelemetry.instrumentation.psycopg:PsycopgInstrumentor"))),
 )
 
 #: Upstream names accepted in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` for ours.

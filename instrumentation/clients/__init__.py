@@ -21,6 +21,8 @@ __all__ = ["LEAN_HOOKS", "lean_hook_module"]
 #: Library (the name ``tracing.instrumentations`` and auto.py use) → the module of its lean hook.
 LEAN_HOOKS: dict[str, str] = {
     "httpx": "pulsetrace.instrumentation.clients.httpx_hook",
+    "requests": "pulsetrace.instrumentation.clients.requests_hook",
+    "psycopg": "pulsetrace.instrumentation.clients.psycopg_hook",
     "asyncpg": "pulsetrace.instrumentation.clients.asyncpg_hook",
     "redis": "pulsetrace.instrumentation.clients.redis_hook",
 }

@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from pulsetrace.instrumentation.clients.base import (
-    TRACE, LeanHook, Patches, current, decide, fail_span, start_client_span,
+    TRACE, LeanHook, Patches, await_in_span, current, decide, start_client_span,
 )
 from pulsetrace.instrumentation.clients.semconv import db_attributes, sql_operation
 
@@ -67,16 +67,8 @@ async def _run(tracer: Tracer, ctx: Any, conn: Any, statement: str, prefix: str,
                                  _connection_attributes(conn, statement))
     except Exception:  # an odd statement costs its span, never the call
         return await call
-    try:
-        result = await call
-    except StopAsyncIteration:  # the end of a cursor, not a failure
-        span.end()
-        raise
-    except BaseException as exc:
-        fail_span(span, exc)
-        raise
-    span.end()
-    return result
+    # StopAsyncIteration is the end of a cursor, not a failure.
+    return await await_in_span(span, (StopAsyncIteration,), call)
 
 
 def _connection_method(tracer: Tracer) -> Callable[[Any], Any]:

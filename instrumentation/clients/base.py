@@ -30,7 +30,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from pulsetrace.instrumentation.clients.semconv import http_response_attributes
 
-__all__ = ["PROPAGATE", "SKIP", "TRACE", "LeanHook", "Patches", "current", "decide", "end_http_span", "fail_span", "inject",
+__all__ = ["PROPAGATE", "SKIP", "TRACE", "LeanHook", "Patches", "await_in_span", "current", "decide", "end_http_span",
+           "fail_span", "inject", "run_in_span",
            "start_client_span"]
 
 _log = logging.getLogger("pulsetrace.instrumentation")
@@ -180,3 +181,32 @@ def end_http_span(span: Span, status_code: int) -> None:
                 span.set_status(Status(StatusCode.ERROR))
     finally:
         span.end()
+
+
+def run_in_span(span: Span, ok: tuple[type[BaseException], ...], call: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` with ``span`` ended after it; an exception of ``ok`` is not a failure."""
+    try:
+        result = call(*args, **kwargs)
+    except ok:
+        span.end()
+        raise
+    except BaseException as exc:
+        fail_span(span, exc)
+        raise
+    span.end()
+    return result
+
+
+async def await_in_span(span: Span, ok: tuple[type[BaseException], ...], call: Any) -> Any:
+    """Await the coroutine ``call`` with ``span`` ended after it; an exception of ``ok`` is not a failure."""
+    try:
+        result = await call
+    except ok:
+        span.end()
+        raise
+    except BaseException as exc:
+        fail_span(span, exc)
+        raise
+    span.end()
+    return result

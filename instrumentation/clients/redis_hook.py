@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.trace import Span, Tracer
 
 from pulsetrace.instrumentation.clients.base import (
-    TRACE, LeanHook, Patches, current, decide, fail_span, start_client_span,
+    TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
 )
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -91,85 +91,56 @@ def _start(tracer: Tracer, ctx: Any, describe: Callable[..., tuple[str, dict[str
     return start_client_span(tracer, name, ctx, attrs)
 
 
-def _end_failed(span: Span, exc: BaseException, watch_error: type[BaseException]) -> None:
-    if isinstance(exc, watch_error):
-        span.end()
-    else:
-        fail_span(span, exc)
-
-
-def _sync_command(tracer: Tracer, watch_error: type[BaseException]) -> Callable[[Any], Any]:
+def _sync_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
             span = _start(tracer, ctx, _command, self, args) if decide(ctx) == TRACE else None
             if span is None:
                 return original(self, *args, **kwargs)
-            try:
-                result = original(self, *args, **kwargs)
-            except BaseException as exc:
-                _end_failed(span, exc, watch_error)
-                raise
-            span.end()
-            return result
+            return run_in_span(span, watch_error, original, self, *args, **kwargs)
 
         return execute_command
 
     return make
 
 
-def _sync_pipeline(tracer: Tracer, watch_error: type[BaseException]) -> Callable[[Any], Any]:
+def _sync_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
             span = _start(tracer, ctx, _pipeline, self) if decide(ctx) == TRACE else None
             if span is None:
                 return original(self, *args, **kwargs)
-            try:
-                result = original(self, *args, **kwargs)
-            except BaseException as exc:
-                _end_failed(span, exc, watch_error)
-                raise
-            span.end()
-            return result
+            return run_in_span(span, watch_error, original, self, *args, **kwargs)
 
         return execute
 
     return make
 
 
-async def _awaited(span: Span, call: Any, watch_error: type[BaseException]) -> Any:
-    try:
-        result = await call
-    except BaseException as exc:
-        _end_failed(span, exc, watch_error)
-        raise
-    span.end()
-    return result
-
-
-def _async_command(tracer: Tracer, watch_error: type[BaseException]) -> Callable[[Any], Any]:
+def _async_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         # A plain function returning the library's coroutine: an untraced call costs no extra frame.
         def execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
             call = original(self, *args, **kwargs)
             ctx = current()
             span = _start(tracer, ctx, _command, self, args) if decide(ctx) == TRACE else None
-            return call if span is None else _awaited(span, call, watch_error)
+            return call if span is None else await_in_span(span, watch_error, call)
 
         return execute_command
 
     return make
 
 
-def _async_pipeline(tracer: Tracer, watch_error: type[BaseException]) -> Callable[[Any], Any]:
+def _async_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
             # The stack is read before the call: executing a pipeline empties it.
             span = _start(tracer, ctx, _pipeline, self) if decide(ctx) == TRACE else None
             call = original(self, *args, **kwargs)
-            return call if span is None else _awaited(span, call, watch_error)
+            return call if span is None else await_in_span(span, watch_error, call)
 
         return execute
 
@@ -180,7 +151,7 @@ def _patch(tracer: Tracer, patches: Patches) -> None:
     import redis
     import redis.client
 
-    watch = redis.WatchError
+    watch = (redis.WatchError,)  # an optimistic transaction that lost its race: not a failure (as contrib)
     patches.wrap(redis.client.Redis, "execute_command", _sync_command(tracer, watch))
     patches.wrap(redis.client.Pipeline, "execute", _sync_pipeline(tracer, watch))
     patches.wrap(redis.client.Pipeline, "immediate_execute_command", _sync_command(tracer, watch))

@@ -1,8 +1,8 @@
-"""The lean asyncpg and redis hooks give the spans contrib's instrumentors give, against real servers.
+"""The lean asyncpg, psycopg and redis hooks give the spans contrib's instrumentors give, against real servers.
 
 Documented differences (docs/performance.md): the lean hooks leave out ``net.transport``/
-``network.transport``; the redis hook adds ``error.type`` on a failed command (the current
-conventions; contrib's redis instrumentor has none) and records no RediSearch result
+``network.transport``; the redis and psycopg hooks add ``error.type`` on a failed call (the
+current conventions; contrib's redis and psycopg instrumentors have none) and records no RediSearch result
 attributes; the asyncpg hook does not record the pool's reset query nor a listener's
 ``LISTEN``/``UNLISTEN`` (issue 15), which contrib records as request spans.
 """
@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
+import psycopg
 import pytest
 import redis
 import redis.asyncio
 
-from pulsetrace.instrumentation.clients import asyncpg_hook, redis_hook
+from pulsetrace.instrumentation.clients import asyncpg_hook, psycopg_hook, redis_hook
 from tests.instrumentation.lean_compare import (
     Capture, assert_same_spans, capture, contrib_dup_mode, run_under_root, unsampled_capture,
 )
@@ -31,6 +32,7 @@ TRANSPORT = frozenset({"net.transport", "network.transport"})
 def _unpatched() -> Iterator[None]:
     yield
     asyncpg_hook.uninstrument()
+    psycopg_hook.uninstrument()
     redis_hook.uninstrument()
 
 
@@ -155,6 +157,72 @@ def test_uninstrument_restores_asyncpg(postgres_server: PostgresServer) -> None:
     asyncpg_hook.uninstrument()
     assert snapshot() == before
     run_under_root(cap, _pg_calls(postgres_server.dsn))
+    assert cap.client_spans() == []
+
+
+# --- psycopg --------------------------------------------------------------------------------------------
+
+def _psycopg_calls(dsn: str) -> Callable[[], None]:
+    from psycopg import sql
+
+    def run() -> None:
+        with psycopg.connect(dsn) as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT 1 + %s", (2,))
+            cur.execute("CREATE TEMP TABLE t (a int)")
+            cur.executemany("INSERT INTO t VALUES (%s)", [(1,), (2,)])
+            cur.execute(sql.SQL("SELECT {} FROM t").format(sql.Identifier("a")))
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                cur.execute("SELECT * FROM nosuch")
+            conn.rollback()
+            conn.execute("SELECT 4")
+
+        async def in_async() -> None:
+            async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+                acur = aconn.cursor()
+                await acur.execute("SELECT 5")
+                with pytest.raises(psycopg.errors.UndefinedTable):
+                    await acur.execute("SELECT * FROM nosuch")
+
+        asyncio.run(in_async())
+
+    return run
+
+
+def test_lean_psycopg_spans_equal_contribs_for_the_same_statements(postgres_server: PostgresServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    contrib = _contrib(monkeypatch, PsycopgInstrumentor(), _psycopg_calls(postgres_server.dsn))
+    lean = capture()
+    psycopg_hook.instrument(lean.provider)
+    run_under_root(lean, _psycopg_calls(postgres_server.dsn))
+    assert_same_spans(contrib, lean, contrib_only=TRANSPORT, lean_only=frozenset({"error.type"}))
+    spans = lean.client_spans()
+    assert [s.name for s in spans] == ["SELECT", "CREATE", "INSERT", "SELECT", "SELECT", "SELECT", "SELECT",
+                                       "SELECT"]
+    assert (spans[3].attributes or {})["db.statement"] == 'SELECT "a" FROM t'
+
+
+def test_lean_psycopg_in_an_unsampled_trace_records_nothing(postgres_server: PostgresServer) -> None:
+    cap = unsampled_capture()
+    psycopg_hook.instrument(cap.provider)
+    run_under_root(cap, _psycopg_calls(postgres_server.dsn))
+    assert cap.spans() == []
+
+
+def test_uninstrument_restores_psycopg(postgres_server: PostgresServer) -> None:
+    def snapshot() -> list[object]:
+        return [vars(cls)[name] for cls in (psycopg.Cursor, psycopg.AsyncCursor) for name in ("execute", "executemany")]
+
+    before = snapshot()
+    cap = capture()
+    psycopg_hook.instrument(cap.provider)
+    psycopg_hook.instrument(cap.provider)
+    assert all(a is not b for a, b in zip(snapshot(), before, strict=True))
+    psycopg_hook.uninstrument()
+    assert snapshot() == before
+    run_under_root(cap, _psycopg_calls(postgres_server.dsn))
     assert cap.client_spans() == []
 
 

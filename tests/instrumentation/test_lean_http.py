@@ -1,9 +1,9 @@
-"""The lean httpx hook gives the spans contrib's HTTPXClientInstrumentor gives, against a loopback server.
+"""The lean httpx and requests hooks give the spans contrib's instrumentors give, against a loopback server.
 
 Documented differences (docs/performance.md): the span is named ``GET host:port`` (issue 15:
 the current conventions' name plus the peer), and the keys nothing downstream reads are left
 out (``http.host``, the ``network.peer.*``/``net.peer.port`` duplicates, ``http.flavor``,
-``network.protocol.version``).
+``network.protocol.version``; requests' ``user_agent.original``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import requests
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
 
-from pulsetrace.instrumentation.clients import httpx_hook
+from pulsetrace.instrumentation.clients import httpx_hook, requests_hook
+from opentelemetry.sdk.trace import ReadableSpan
+
 from tests.instrumentation.lean_compare import (
     Capture, LoopbackHTTP, assert_same_spans, capture, contrib_dup_mode, loopback_http, run_under_root,
     unsampled_capture,
@@ -24,6 +27,12 @@ from tests.instrumentation.lean_compare import (
 
 HTTP_CONTRIB_ONLY = frozenset({"http.host", "network.peer.address", "net.peer.port", "network.peer.port",
                                "http.flavor", "network.protocol.version", "user_agent.original"})
+
+
+def lean_name(span: ReadableSpan) -> str:
+    """``GET host:port``: contrib's name plus the peer (the test server is never on a default port)."""
+    attrs = span.attributes or {}
+    return f"{attrs['http.request.method']} {attrs['server.address']}:{attrs['server.port']}"
 
 
 @pytest.fixture
@@ -36,6 +45,7 @@ def server() -> Iterator[LoopbackHTTP]:
 def _unpatched() -> Iterator[None]:
     yield
     httpx_hook.uninstrument()
+    requests_hook.uninstrument()
 
 
 def _calls(url: str) -> Callable[[], None]:
@@ -79,10 +89,6 @@ def test_lean_httpx_spans_equal_contribs_for_the_same_calls(server: LoopbackHTTP
     lean = capture()
     httpx_hook.instrument(lean.provider)
     run_under_root(lean, _calls(server.url))
-
-    def lean_name(span: object) -> str:
-        attrs = span.attributes  # type: ignore[attr-defined]
-        return f"{attrs['http.request.method']} {attrs['server.address']}:{attrs['server.port']}"
 
     assert_same_spans(contrib, lean, contrib_only=HTTP_CONTRIB_ONLY, lean_name=lean_name)
     statuses = [(s.attributes or {}).get("http.response.status_code") for s in lean.client_spans()]
@@ -147,3 +153,79 @@ def test_uninstrument_restores_httpx_and_instrument_is_idempotent(server: Loopba
     run_under_root(lean, lambda: httpx.get(server.url + "/a"))
     assert len(lean.spans()) == before + 1  # the root only
     assert otel_context.get_current() == otel_context.Context()
+
+
+# --- requests --------------------------------------------------------------------------------------------
+
+def _requests_calls(url: str) -> Callable[[], None]:
+    def run() -> None:
+        with requests.Session() as session:
+            session.get(url + "/a?x=1", timeout=10)
+            session.post(url + "/fail", data=b"body", timeout=10)
+            session.delete(url + "/b", timeout=10)
+        with pytest.raises(requests.ConnectionError):
+            requests.get("http://127.0.0.1:1/", timeout=10)
+
+    return run
+
+
+def test_lean_requests_spans_equal_contribs_for_the_same_calls(server: LoopbackHTTP,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    contrib = capture()
+    with contrib_dup_mode(monkeypatch):
+        instrumentor = RequestsInstrumentor()
+        instrumentor.instrument(tracer_provider=contrib.provider)
+        try:
+            run_under_root(contrib, _requests_calls(server.url))
+        finally:
+            instrumentor.uninstrument()
+    lean = capture()
+    requests_hook.instrument(lean.provider)
+    run_under_root(lean, _requests_calls(server.url))
+    assert_same_spans(contrib, lean, contrib_only=HTTP_CONTRIB_ONLY, lean_name=lean_name)
+    spans = lean.client_spans()
+    assert [s.name.split()[0] for s in spans] == ["GET", "POST", "DELETE", "GET"]
+    version, trace_id, parent_id, flags = server.seen[-1]["traceparent"].split("-")
+    assert parent_id == f"{spans[2].context.span_id:016x}"
+
+
+def test_lean_requests_suppresses_http_instrumentation_below_it(server: LoopbackHTTP) -> None:
+    """A urllib3 instrumentation under requests must not record the same call again."""
+    import urllib3.connectionpool
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
+
+    seen_below: list[object] = []
+    original = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        seen_below.append(otel_context.get_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY))
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    urllib3.connectionpool.HTTPConnectionPool.urlopen = spy  # type: ignore[method-assign]
+    try:
+        lean = capture()
+        requests_hook.instrument(lean.provider)
+        run_under_root(lean, lambda: requests.get(server.url + "/a", timeout=10))
+        unsampled = unsampled_capture()
+        requests_hook.uninstrument()
+        requests_hook.instrument(unsampled.provider)
+        run_under_root(unsampled, lambda: requests.get(server.url + "/a", timeout=10))
+    finally:
+        urllib3.connectionpool.HTTPConnectionPool.urlopen = original  # type: ignore[method-assign]
+    assert seen_below == [True, True]
+    assert len(lean.client_spans()) == 1 and unsampled.spans() == []
+    assert otel_context.get_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY) is None
+
+
+def test_uninstrument_restores_requests() -> None:
+    original = vars(requests.Session)["send"]
+    requests_hook.instrument(capture().provider)
+    requests_hook.instrument(capture().provider)
+    assert vars(requests.Session)["send"] is not original
+    assert vars(requests.Session)["send"].__wrapped__ is original
+    requests_hook.uninstrument()
+    assert vars(requests.Session)["send"] is original
