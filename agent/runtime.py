@@ -70,7 +70,8 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from pulsetrace.exporters.base import EXPORTERS, ExporterContext
+    from pulsetrace.exporters import build_exporter
+    from pulsetrace.exporters.base import ExporterContext
     from pulsetrace.instrumentation.keep_errors import build_keep_errors
     from pulsetrace.instrumentation.pii import build_scrubber
     from pulsetrace.store import CounterWriter
@@ -83,7 +84,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     ctx = ExporterContext(cfg, metrics)
     exporters = []
     for name in dict.fromkeys(cfg.tracing.exporters):
-        exporters.append(EXPORTERS[name](ctx))
+        exporters.append(build_exporter(name, ctx))
     recorder = None
     if cfg.metrics.cloudwatch.mode != "off":
         # Request metrics come from the middleware and business spans for every request, sampled or

@@ -58,7 +58,7 @@ def _xray_remote_checks(cfg: Config) -> list[Problem]:
 
 def components() -> Components:
     """The registered names and the components' checks, as they are now."""
-    from pulsetrace.exporters.base import EXPORTERS
+    from pulsetrace.exporters import EXPORTERS
     from pulsetrace.healthchecks.registry import probe_types
     from pulsetrace.instrumentation.auto import instrumentation_names
 

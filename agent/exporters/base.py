@@ -1,4 +1,4 @@
-"""The one small interface every span exporter implements, and the registry by name.
+"""The one small interface every span exporter implements.
 
 An exporter receives batches of finished, already scrubbed spans on the pipeline's
 export thread (never on the request path). It must not raise: it returns an
@@ -8,7 +8,7 @@ export thread (never on the request path). It must not raise: it returns an
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -35,52 +35,13 @@ class Exporter(Protocol):
 
     def shutdown(self, timeout: float) -> None: ...
 
+    def after_fork(self) -> None:
+        """In a forked child (a pre-fork server's worker): drop what belongs to the parent
+        (sockets, clients, store connections) so the child opens its own. No I/O here."""
+        ...
+
 
 @dataclass(frozen=True)
 class ExporterContext:
     config: Config
     metrics: SelfMetrics
-
-
-ExporterFactory = Callable[[ExporterContext], Exporter]
-
-
-def _local(ctx: ExporterContext) -> Exporter:
-    from pulsetrace.exporters.local import LocalStoreExporter
-
-    return LocalStoreExporter(ctx)
-
-
-def _otlp(ctx: ExporterContext) -> Exporter:
-    from pulsetrace.exporters.otlp import OtlpExporter
-
-    return OtlpExporter(ctx)
-
-
-def _console(ctx: ExporterContext) -> Exporter:
-    from pulsetrace.exporters.console import ConsoleExporter
-
-    return ConsoleExporter(ctx)
-
-
-def _xray_udp(ctx: ExporterContext) -> Exporter:
-    from pulsetrace.exporters.xray_udp import XRayUdpExporter
-
-    return XRayUdpExporter(ctx)
-
-
-def _xray_api(ctx: ExporterContext) -> Exporter:
-    from pulsetrace.exporters.xray_api import XRayApiExporter
-
-    exporter: Exporter = XRayApiExporter(ctx)
-    return exporter
-
-
-#: Built-ins, chosen by the names in ``tracing.exporters``; imported only when chosen.
-EXPORTERS: dict[str, ExporterFactory] = {
-    "local": _local,
-    "otlp": _otlp,
-    "console": _console,
-    "xray-udp": _xray_udp,
-    "xray-api": _xray_api,
-}

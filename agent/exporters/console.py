@@ -50,5 +50,8 @@ class ConsoleExporter:
             return ExportOutcome.FAILURE
         return ExportOutcome.SUCCESS
 
+    def after_fork(self) -> None:
+        """Nothing to reopen: the stream is the process's own stdout (or the one given)."""
+
     def shutdown(self, timeout: float) -> None:
         return None

@@ -192,12 +192,10 @@ class SpanPipeline(SpanProcessor):
         self._last_counters = time.monotonic()
         self._queue.clear()
         for exporter in self.exporters:
-            reinit = getattr(exporter, "after_fork", None)
-            if reinit is not None:
-                try:
-                    reinit()
-                except Exception:
-                    _log.debug("exporter %s after_fork failed", exporter.name, exc_info=True)
+            try:
+                exporter.after_fork()
+            except Exception:
+                _log.debug("exporter %s after_fork failed", exporter.name, exc_info=True)
         if not self._shutdown:
             self._start_threads()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters import build_exporter
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.console import ConsoleExporter
 from pulsetrace.config.schema import Config
 from pulsetrace.selfmetrics import SelfMetrics
@@ -32,7 +33,7 @@ def test_closed_stream_is_a_failure() -> None:
 
 
 def test_registered_by_name_and_writes_to_stderr_by_default(capsys: object) -> None:
-    exporter = EXPORTERS["console"](ExporterContext(Config(), SelfMetrics()))
+    exporter = build_exporter("console", ExporterContext(Config(), SelfMetrics()))
     assert exporter.name == "console"
     assert exporter.export(make_trace(children=0)) is ExportOutcome.SUCCESS
     captured = capsys.readouterr()  # type: ignore[attr-defined]

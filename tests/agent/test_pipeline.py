@@ -48,6 +48,9 @@ class Recording:
     def shutdown(self, timeout: float) -> None:
         self.shut = True
 
+    def after_fork(self) -> None:
+        pass
+
     def names(self) -> list[str]:
         with self.lock:
             return [s.name for s in self.spans]
@@ -73,6 +76,9 @@ class Blocking:
         if self.block_shutdown:
             self.release.wait(60)
 
+    def after_fork(self) -> None:
+        pass
+
 
 class Raising:
     name = "raising"
@@ -82,6 +88,9 @@ class Raising:
 
     def shutdown(self, timeout: float) -> None:
         raise RuntimeError("shutdown bug")
+
+    def after_fork(self) -> None:
+        pass
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from pulsetrace.validation import config_from_mapping
-from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters import build_exporter
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_udp import XRayUdpExporter, parse_daemon_address
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
@@ -97,7 +98,7 @@ def daemon() -> Iterator[UdpDaemon]:
 def _exporter(address: str, metrics: SelfMetrics | None = None, env: dict[str, str] | None = None) -> XRayUdpExporter:
     cfg = config_from_mapping({"tracing": {"exporters": ["xray-udp"], "xray": {"daemon_address": address}}},
                               env or {})
-    exporter = EXPORTERS["xray-udp"](ExporterContext(cfg, metrics or SelfMetrics()))
+    exporter = build_exporter("xray-udp", ExporterContext(cfg, metrics or SelfMetrics()))
     assert isinstance(exporter, XRayUdpExporter)
     return exporter
 

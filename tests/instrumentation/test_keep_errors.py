@@ -45,6 +45,9 @@ class Recording:
     def shutdown(self, timeout: float) -> None:
         return None
 
+    def after_fork(self) -> None:
+        pass
+
 
 class Rig:
     def __init__(self, buffer: KeepErrorsBuffer, metrics: SelfMetrics) -> None:

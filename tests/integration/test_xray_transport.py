@@ -24,7 +24,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from pulsetrace.validation import config_from_mapping
-from pulsetrace.exporters.base import EXPORTERS, ExporterContext, ExportOutcome
+from pulsetrace.exporters import build_exporter
+from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_api import XRayApiExporter
 from pulsetrace.exporters.xray_udp import XRayUdpExporter
 from pulsetrace.selfmetrics import SelfMetrics
@@ -107,7 +108,7 @@ def test_api_exporter_documents_come_back_from_batch_get_traces(aws_env: dict[st
     metrics = SelfMetrics()
     cfg = config_from_mapping({"tracing": {"exporters": ["xray-api"]}}, dict(aws_env))
     assert cfg.tracing.xray.endpoint_url == moto_server.url  # AWS_ENDPOINT_URL honoured
-    exporter = EXPORTERS["xray-api"](ExporterContext(cfg, metrics))
+    exporter = build_exporter("xray-api", ExporterContext(cfg, metrics))
     assert exporter.export(collect.spans) is ExportOutcome.SUCCESS
     docs = stored_documents(xray_client(moto_server.url), trace_ids(collect.spans))
     assert sorted(ids_in(docs)) == sorted(span_ids(collect.spans))
