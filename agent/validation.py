@@ -33,7 +33,7 @@ def _probe_checks(cfg: Config) -> list[Problem]:
 
 
 def _cloudwatch_checks(cfg: Config) -> list[Problem]:
-    from pulsetrace.metrics.publisher import config_problems
+    from pulsetrace.metrics.datum import config_problems
 
     return config_problems(cfg)
 

@@ -21,7 +21,7 @@ from pulsetrace.cli.config import command_options
 from pulsetrace.cli.main import CliError
 from pulsetrace.config.load import Config
 from pulsetrace.config.problems import ConfigError
-from pulsetrace.metrics.publisher import config_problems
+from pulsetrace.metrics.datum import config_problems
 from pulsetrace.metrics.render import apply_plan, build_plan, cloudformation, dashboard_body
 from pulsetrace.validation import load_config
 

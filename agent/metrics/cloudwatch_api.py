@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pulsetrace.background import start_worker
-from pulsetrace.metrics.publisher import MAX_DIMENSIONS, MetricDatum
+from pulsetrace.metrics.datum import MAX_DIMENSIONS, MetricDatum
 from pulsetrace.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pulsetrace.metrics.publisher import MAX_DIMENSIONS, MetricDatum
+from pulsetrace.metrics.datum import MAX_DIMENSIONS, MetricDatum
 from pulsetrace.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:

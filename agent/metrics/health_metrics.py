@@ -24,18 +24,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pulsetrace.metrics.publisher import (
+from pulsetrace.metrics.datum import (
     Dimensions,
     MetricDatum,
-    MetricsPublisher,
     base_dimensions,
     bucket_index,
-    build_publisher,
     clean_dimension_value,
     distribution_datum,
     stats_datum,
     value_datum,
 )
+from pulsetrace.metrics.publisher import MetricsPublisher, build_publisher
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config

@@ -42,17 +42,16 @@ import time
 from typing import TYPE_CHECKING
 
 from pulsetrace.forking import on_fork_in_child
-from pulsetrace.metrics.publisher import (
+from pulsetrace.metrics.datum import (
     Dimensions,
     MetricDatum,
-    MetricsPublisher,
     base_dimensions,
     bucket_index,
-    build_publisher,
     clean_dimension_value,
     distribution_datum,
     value_datum,
 )
+from pulsetrace.metrics.publisher import MetricsPublisher, build_publisher
 from pulsetrace.selfmetrics import SelfMetrics
 
 if TYPE_CHECKING:

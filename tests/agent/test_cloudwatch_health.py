@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.validation import config_from_mapping
-from pulsetrace.metrics.health_metrics import HealthMetricsSource, health_listener, publish_health, wire_health_metrics
-from pulsetrace.metrics.publisher import MetricDatum, build_publisher
-from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.healthchecks.base import Status
 from pulsetrace.healthchecks.sla import SlaTracker
+from pulsetrace.metrics.datum import MetricDatum
+from pulsetrace.metrics.health_metrics import (
+    HealthMetricsSource,
+    health_listener,
+    publish_health,
+    wire_health_metrics,
+)
+from pulsetrace.metrics.publisher import build_publisher
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))
 SECRET_DSN = "postgresql://app:pg-s3cret-Pw9@10.0.0.5:5432/shop"

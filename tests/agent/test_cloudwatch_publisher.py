@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
-from pulsetrace.metrics.publisher import MetricDatum, SelfMetricsSource, build_publisher, value_datum
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.datum import MetricDatum, value_datum
+from pulsetrace.metrics.publisher import SelfMetricsSource, build_publisher
 from pulsetrace.metrics.request_metrics import build_recorder
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import free_port
 

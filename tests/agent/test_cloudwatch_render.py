@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from pulsetrace.cli.main import main
-from pulsetrace.metrics.render import Plan, build_plan, cloudformation, dashboard_body
-from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
+from pulsetrace.metrics.datum import base_dimensions
 from pulsetrace.metrics.health_metrics import HealthMetricsSource
-from pulsetrace.metrics.publisher import base_dimensions
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.render import Plan, build_plan, cloudformation, dashboard_body
 from pulsetrace.metrics.request_metrics import Recorder
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 
 CONFIG: dict[str, Any] = {
     "service": {"name": "shop-api", "environment": "uat"},

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
-from pulsetrace.metrics.publisher import build_publisher, value_datum
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.datum import value_datum
+from pulsetrace.metrics.publisher import build_publisher
 from pulsetrace.metrics.request_metrics import Recorder, build_recorder
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import free_port
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.metrics.emf import MAX_METRICS_PER_DOCUMENT, emf_documents, encode
-from pulsetrace.metrics.publisher import (
+from pulsetrace.metrics.datum import (
     VALID_UNITS,
     MetricDatum,
     bucket_index,
@@ -26,6 +25,7 @@ from pulsetrace.metrics.publisher import (
     stats_datum,
     value_datum,
 )
+from pulsetrace.metrics.emf import MAX_METRICS_PER_DOCUMENT, emf_documents, encode
 
 _AWS_KEYS = {"Timestamp", "CloudWatchMetrics", "LogGroupName", "LogStreamName"}
 

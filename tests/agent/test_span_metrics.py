@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from pulsetrace.validation import config_from_mapping
-from pulsetrace.config.schema import Config
 from pulsetrace.config.problems import ConfigError
-from pulsetrace.metrics.publisher import MetricDatum
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.config.schema import Config
+from pulsetrace.metrics.datum import MetricDatum
 from pulsetrace.metrics.request_metrics import OTHER, Recorder, build_recorder, canonical_operation
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 
 
 def make_cfg(**cloudwatch: Any) -> Config:

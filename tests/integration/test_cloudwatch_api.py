@@ -24,13 +24,14 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from pulsetrace.metrics.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
-from pulsetrace.validation import config_from_mapping
 from pulsetrace.config.schema import Config
+from pulsetrace.metrics.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
+from pulsetrace.metrics.datum import MetricDatum, value_datum
 from pulsetrace.metrics.health_metrics import publish_health
-from pulsetrace.metrics.publisher import MetricDatum, MetricsPublisher, value_datum
-from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.metrics.publisher import MetricsPublisher
 from pulsetrace.metrics.request_metrics import build_recorder
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.validation import config_from_mapping
 from tests.servers import AWS_TEST_ENV, MotoServer, free_port
 
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))
