@@ -25,6 +25,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
+from pulsetrace.instrumentation._http import GETTER as _GETTER
+from pulsetrace.instrumentation._http import path_template
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,33 +41,6 @@ _MAX_HEADER_VALUE = 8192
 _ERROR_STATUS = Status(StatusCode.ERROR)
 
 
-def path_template(path: str) -> str:
-    """A low-cardinality stand-in for a route when the framework gives none.
-
-    Segments that look like ids (any digit, or longer than 24 characters) become ``{id}``,
-    so ``/orders/8812/items`` and ``/orders/9/items`` share ``/orders/{id}/items``.
-    """
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        if len(part) > 24 or any(c.isdigit() for c in part):
-            parts[i] = "{id}"
-    return "/".join(parts[:8]) if len(parts) <= 8 else "/".join(parts[:8]) + "/…"
-
-
-class _DictGetter:
-    """A TextMap getter over a plain ``dict[str, str]``."""
-
-    @staticmethod
-    def get(carrier: dict[str, str], key: str) -> list[str] | None:
-        value = carrier.get(key.lower())
-        return [value] if value is not None else None
-
-    @staticmethod
-    def keys(carrier: dict[str, str]) -> list[str]:
-        return list(carrier)
-
-
-_GETTER = _DictGetter()
 
 
 def _route_of(scope: Scope) -> str | None:

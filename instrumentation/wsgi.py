@@ -16,7 +16,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
-from pulsetrace.instrumentation.asgi import _GETTER, path_template
+from pulsetrace.instrumentation._http import GETTER as _GETTER
+from pulsetrace.instrumentation._http import path_template
 
 _ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
                       "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}

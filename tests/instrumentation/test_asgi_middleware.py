@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from pulsetrace.instrumentation.asgi import PulseTraceMiddleware, path_template
+from pulsetrace.instrumentation._http import path_template
+from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 
 
 class Collect(SpanExporter):
