@@ -13,10 +13,8 @@ Two real processes under ``pulsetrace run``, sharing one configuration's destina
   own and an HTTP endpoint on 127.0.0.2 every second, publishing the health metrics
   with PutMetricData and exporting its spans to the same destinations.
 
-opentelemetry-instrumentation-requests is not installed here, so a stand-in (loaded
-through the ``sitecustomize`` chain in both processes) traces ``requests`` the way it
-does, honouring the HTTP suppression key: it is what makes the OTLP exporter's POST
-visible if the export thread were not suppressed.
+The agent instruments ``requests`` too (the OTLP/HTTP exporter's transport), so an
+export thread that were not suppressed would record its own POSTs to the receiver.
 
 Once moto holds several rounds of metrics from both processes and the probes are UP,
 both are stopped (so every span is flushed), and every destination must hold exactly
@@ -91,36 +89,6 @@ async def work(request: Request) -> JSONResponse:
 
 
 app = Starlette(routes=[Route("/work", work)])
-'''
-
-REQUESTS_STANDIN = '''
-"""A stand-in for opentelemetry-instrumentation-requests: a CLIENT span per request, unless suppressed.
-
-Loaded by pulsetrace's bootstrap, which hands over to the next sitecustomize on the path.
-"""
-from urllib.parse import urlsplit
-
-import requests
-from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-
-_send = requests.Session.send
-
-
-def _traced_send(self, request, **kwargs):
-    if not is_http_instrumentation_enabled():
-        return _send(self, request, **kwargs)
-    url = urlsplit(request.url)
-    tracer = trace.get_tracer("tests.requests_standin")
-    with tracer.start_as_current_span(request.method, kind=trace.SpanKind.CLIENT, attributes={
-            "http.request.method": request.method, "url.full": request.url,
-            "server.address": url.hostname or "", "server.port": url.port or 80}) as span:
-        response = _send(self, request, **kwargs)
-        span.set_attribute("http.response.status_code", response.status_code)
-        return response
-
-
-requests.Session.send = _traced_send
 '''
 
 #: What a span about the agent's own I/O mentions (names, attributes, X-Ray documents).
@@ -263,7 +231,6 @@ def test_the_agent_never_traces_its_own_io(
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "selftrace_app.py").write_text(APP)
-    (app_dir / "sitecustomize.py").write_text(REQUESTS_STANDIN)
 
     exporters = ["local", "otlp", "xray-udp", "xray-api", "console"]
     tracing = {"otlp": {"endpoint": otlp_receiver.endpoint, "timeout": "5s"},
