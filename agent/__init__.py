@@ -6,6 +6,10 @@ The public API, loaded on first use (importing ``pulsetrace`` does no work, star
     pulsetrace.start()                      # or run under ``pulsetrace run -- CMD``
     from pulsetrace import business_operation, business_span, set_business_attributes, record_outcome
     from pulsetrace.healthchecks import Probe, ProbeResult, Status   # custom probes
+    pulsetrace.check()                      # one round of every probe, now: the details dict
+
+    @pulsetrace.lambda_handler              # AWS Lambda: per-invocation flush, cold start, X-Ray parent
+    def handler(event, context): ...
 
 Everything else in the package is internal and may change between releases.
 """
@@ -22,16 +26,18 @@ if TYPE_CHECKING:
         record_outcome,
         set_business_attributes,
     )
+    from pulsetrace.aws_lambda import lambda_handler
     from pulsetrace.runtime import Agent
 
-__all__ = ["business_operation", "business_span", "record_outcome", "set_business_attributes", "shutdown",
-           "start"]
+__all__ = ["business_operation", "business_span", "check", "lambda_handler", "record_outcome",
+           "set_business_attributes", "shutdown", "start"]
 
 _LAZY = {
     "business_operation": "pulsetrace.instrumentation.business",
     "business_span": "pulsetrace.instrumentation.business",
     "record_outcome": "pulsetrace.instrumentation.business",
     "set_business_attributes": "pulsetrace.instrumentation.business",
+    "lambda_handler": "pulsetrace.aws_lambda",
 }
 
 
@@ -50,6 +56,14 @@ def shutdown(timeout: float = 5.0) -> None:
     from pulsetrace.runtime import shutdown as _shutdown
 
     _shutdown(timeout)
+
+
+def check(config_path: str | None = None) -> dict[str, Any]:
+    """Run every configured probe once, now, and return the details (``pulsetrace check --json``'s
+    shape). For a scheduled health-check function, where no probe runs in the background."""
+    from pulsetrace.runtime import check as _check
+
+    return _check(config_path)
 
 
 def __getattr__(name: str) -> Any:

@@ -193,3 +193,40 @@ def shutdown(timeout: float = 5.0) -> None:
     agent.pipeline.shutdown(max(0.0, deadline - time.monotonic()))
     global _STOPPED_PROVIDER
     _STOPPED_PROVIDER = agent.provider
+
+
+async def probe_round(cfg: Config) -> dict[str, Any]:
+    """One round of every probe, concurrently: the details JSON (``pulsetrace check --json``).
+
+    Writes nothing to the store (passive probes only read it); starts no server.
+    """
+    from pulsetrace.healthchecks.service import HealthService
+    from pulsetrace.store import LocalStore
+
+    store = LocalStore(cfg.store.path, create=False)
+    service = HealthService(cfg, store=store, persist=False)
+    try:
+        return await service.run_round()
+    finally:
+        await service.stop(1.0)
+
+
+def check(config_path: str | None = None, *, config: Config | None = None) -> dict[str, Any]:
+    """Run every configured probe once and return the details (for a scheduled health-check function,
+    where no probe runs in the background). Raises ``ConfigError`` on a bad configuration."""
+    import asyncio
+
+    cfg = config if config is not None else load_config(config_path)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(probe_round(cfg))
+    # Called from a coroutine: the round gets a loop of its own on another thread.
+    result: list[dict[str, Any]] = []
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(probe_round(cfg))),
+                              name="pulsetrace-check", daemon=True)
+    worker.start()
+    worker.join()
+    if not result:
+        raise RuntimeError("the probe round failed")
+    return result[0]

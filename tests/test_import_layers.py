@@ -66,6 +66,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.runtime": 3,
     "pulsetrace.validation": 3,
     "pulsetrace.demo": 3,
+    "pulsetrace.aws_lambda": 3,
     # 4: entry points
     "pulsetrace.cli": 4,
     "pulsetrace.otel_distro": 4,

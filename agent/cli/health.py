@@ -117,15 +117,9 @@ def check(args: argparse.Namespace) -> int:
 
 
 async def _one_round(cfg: Config) -> dict[str, Any]:
-    from pulsetrace.healthchecks.service import HealthService
-    from pulsetrace.store import LocalStore
+    from pulsetrace.runtime import probe_round
 
-    store = LocalStore(cfg.store.path, create=False)  # passive probes read spans; nothing is written
-    service = HealthService(cfg, store=store, persist=False)
-    try:
-        return await service.run_round()
-    finally:
-        await service.stop(1.0)
+    return await probe_round(cfg)
 
 
 def _cell(text: str, width: int) -> str:
