@@ -175,12 +175,6 @@ def shutdown(timeout: float = 5.0) -> None:
     if agent is None:
         return
     hooks.clear()
-    try:
-        from pulsetrace.instrumentation.auto import deactivate
-
-        deactivate()
-    except Exception:
-        _log.debug("deactivate failed", exc_info=True)
     deadline = time.monotonic() + timeout
     if agent.sampling_poller is not None:
         agent.sampling_poller.shutdown(min(0.2, timeout))
@@ -191,6 +185,14 @@ def shutdown(timeout: float = 5.0) -> None:
         except Exception:
             _log.debug("metrics shutdown failed", exc_info=True)
     agent.pipeline.shutdown(max(0.0, deadline - time.monotonic()))
+    # Patches are undone after the last flush: the X-Ray SDK bridge keeps the SDK's patched libraries
+    # (sqlite3, under patch_all) quiet about the local store's own writes until they are done.
+    try:
+        from pulsetrace.instrumentation.auto import deactivate
+
+        deactivate()
+    except Exception:
+        _log.debug("deactivate failed", exc_info=True)
     global _STOPPED_PROVIDER
     _STOPPED_PROVIDER = agent.provider
 

@@ -149,6 +149,13 @@ def _gunicorn(module: ModuleType, provider: TracerProvider) -> Undo:
     return undo
 
 
+def _xray_sdk(module: ModuleType, provider: TracerProvider) -> Undo:
+    """Bridge the AWS X-Ray SDK's recorder into pulsetrace's traces (it then neither samples nor sends)."""
+    from pulsetrace.instrumentation.xray_sdk_bridge import activate as bridge
+
+    return bridge(module, provider, enabled_names)
+
+
 #: Every instrumentation pulsetrace knows, by the name used in ``tracing.instrumentations``.
 INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
     Instrumentation("asgi", "uvicorn.config", "uvicorn", _uvicorn),
@@ -165,6 +172,7 @@ INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
                     prefer_lean("requests", _contrib("opentelemetry.instrumentation.requests:RequestsInstrumentor"))),
     Instrumentation("psycopg", "psycopg", "psycopg",
                     prefer_lean("psycopg", _contrib("opentelemetry.instrumentation.psycopg:PsycopgInstrumentor"))),
+    Instrumentation("xray_sdk", "aws_xray_sdk.core", "aws_xray_sdk", _xray_sdk),
 )
 
 #: Upstream names accepted in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` for ours.
@@ -247,6 +255,14 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 _state_lock = threading.Lock()
 _finder: _PostImportFinder | None = None
 _undo: list[tuple[str, Undo]] = []
+#: The instrumentations :func:`activate` enabled (activated now or on first import).
+_enabled: list[str] = []
+
+
+def enabled_names() -> list[str]:
+    """The instrumentations enabled in this process (whether their library was imported yet or not)."""
+    with _state_lock:
+        return list(_enabled)
 
 
 def _disabled_names(cfg: Config) -> set[str]:
@@ -283,6 +299,7 @@ def activate(cfg: Config, provider: TracerProvider) -> list[str]:
                 now.append((hook, existing))
             else:
                 _finder.hooks[inst.module] = hook
+        _enabled[:] = enabled
     # Hooks take the state lock themselves: run the ones for already-imported libraries after it is released.
     for hook, module in now:
         hook(module)
@@ -321,6 +338,7 @@ def deactivate() -> None:
     with _state_lock:
         undos = list(reversed(_undo))
         _undo.clear()
+        _enabled.clear()
         if _finder is not None:
             try:
                 sys.meta_path.remove(_finder)
