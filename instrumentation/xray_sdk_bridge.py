@@ -54,7 +54,7 @@ _log = logging.getLogger("pulsetrace.instrumentation.xray_sdk")
 #: The SDK's patchable modules → the pulsetrace instrumentation that records the same calls.
 SDK_MODULES: dict[str, str] = {
     "botocore": "botocore", "aiobotocore": "botocore", "boto3": "botocore", "aioboto3": "botocore",
-    "httpx": "httpx", "requests": "requests", "httplib": "urllib", "psycopg2": "psycopg", "psycopg": "psycopg",
+    "httpx": "httpx", "requests": "requests", "psycopg": "psycopg",
     "sqlalchemy_core": "sqlalchemy", "pymysql": "pymysql", "mysql": "mysql", "sqlite3": "sqlite3",
     "pymongo": "pymongo", "pg8000": "pg8000", "pynamodb": "botocore",
 }
