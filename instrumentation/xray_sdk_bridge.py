@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from pulsetrace.background import is_suppressed
 from pulsetrace.instrumentation.xray_sdk_entities import XRayEntity
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class _Bridge:
             otel_context.detach(entity.token)
 
     def begin_subsegment(self, recorder: Any, name: str, namespace: str = "local") -> XRayEntity:
-        if not is_instrumentation_enabled() or not trace.get_current_span().get_span_context().is_valid:
+        if is_suppressed() or not trace.get_current_span().get_span_context().is_valid:
             # No span to hang it under (the SDK's "no segment found"), or the agent's own I/O
             # (the local store's sqlite3 writes, say, when patch_all patched sqlite3): nothing recorded.
             return self._unrecorded(name, namespace)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pulsetrace.background import start_worker
+from pulsetrace.background import start_worker
 from pulsetrace.config.problems import Problem
 from pulsetrace.config.schema import Config, XRayRemoteConfig
 from pulsetrace.tracing.xray_remote import RemoteRule, RemoteSampling, Target, service_type_from_env

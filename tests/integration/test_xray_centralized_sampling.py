@@ -96,7 +96,7 @@ def test_the_endpoint_going_away_falls_back_to_the_local_tiers_and_its_return_re
         assert local["sampling.tier"] == "general"  # never "everything" nor "nothing": the tier's own rate
         endpoint.start()
         assert wait_for(lambda: _sample(sampler, "/catalog")["sampling.rule"] == "xray-remote:all", timeout=30.0)
-        assert poller.rules_failures == 0
+        assert wait_for(lambda: poller.rules_failures == 0, timeout=30.0), "the rules are fetched again"
     finally:
         poller.shutdown(2.0)
 
