@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.trace import Tracer
 
 from pulsetrace.instrumentation.clients.base import (
     TRACE, LeanHook, Patches, await_in_span, current, decide, start_client_span,
 )
+from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import db_attributes, sql_operation
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -60,7 +60,7 @@ def _is_housekeeping(conn: Any, statement: str) -> bool:
     return statement is getattr(conn, "_reset_query", None) or statement.startswith(_HOUSEKEEPING)
 
 
-async def _run(tracer: Tracer, ctx: Any, conn: Any, statement: str, prefix: str, call: Any) -> Any:
+async def _run(tracer: ClientTracer, ctx: Any, conn: Any, statement: str, prefix: str, call: Any) -> Any:
     """Await ``call`` (the library's coroutine) inside a client span for ``statement`` on ``conn``."""
     try:
         span = start_client_span(tracer, prefix + _span_name(conn, statement), ctx,
@@ -71,7 +71,7 @@ async def _run(tracer: Tracer, ctx: Any, conn: Any, statement: str, prefix: str,
     return await await_in_span(span, (StopAsyncIteration,), call)
 
 
-def _connection_method(tracer: Tracer) -> Callable[[Any], Any]:
+def _connection_method(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         # A plain function returning the library's own coroutine: an untraced call costs no extra frame.
         def method(self: Any, query: Any = "", *args: Any, **kwargs: Any) -> Any:
@@ -86,7 +86,7 @@ def _connection_method(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _statement_method(tracer: Tracer, prefix: str) -> Callable[[Any], Any]:
+def _statement_method(tracer: ClientTracer, prefix: str) -> Callable[[Any], Any]:
     """For prepared statements and cursors: the statement and connection are on ``self``."""
 
     def make(original: Any) -> Any:
@@ -102,7 +102,7 @@ def _statement_method(tracer: Tracer, prefix: str) -> Callable[[Any], Any]:
     return make
 
 
-def _patch(tracer: Tracer, patches: Patches) -> None:
+def _patch(tracer: ClientTracer, patches: Patches) -> None:
     import asyncpg.connection
     import asyncpg.cursor
     import asyncpg.prepared_stmt

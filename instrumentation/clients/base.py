@@ -26,8 +26,9 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
+from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import http_response_attributes
 
 __all__ = ["PROPAGATE", "SKIP", "TRACE", "LeanHook", "Patches", "await_in_span", "current", "decide", "end_http_span",
@@ -42,7 +43,6 @@ TRACE: Final = 2
 
 #: The key older instrumentations set as a plain string (opentelemetry-instrumentation still honours it).
 _SUPPRESS_PLAIN: Final = "suppress_instrumentation"
-_CLIENT = SpanKind.CLIENT
 _get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
 
@@ -59,10 +59,13 @@ def decide(ctx: otel_context.Context, http: bool = False) -> int:
     return TRACE
 
 
-def start_client_span(tracer: Tracer, name: str, ctx: otel_context.Context,
+def start_client_span(tracer: ClientTracer, name: str, ctx: otel_context.Context,
                       attributes: Mapping[str, Any]) -> Span:
-    """A client span child of ``ctx`` (not made current: the caller decides whether it must be)."""
-    return tracer.start_span(name, ctx, _CLIENT, attributes, record_exception=False, set_status_on_exception=False)
+    """A client span child of ``ctx`` (not made current: the caller decides whether it must be).
+
+    An SDK span, or a light one in a trace that is recorded but not sampled (:mod:`.light`).
+    """
+    return tracer.start(name, ctx, attributes)
 
 
 def inject(carrier: Any, ctx: otel_context.Context | None = None) -> None:
@@ -130,12 +133,13 @@ class Patches:
 
 
 class LeanHook:
-    """One library's hook: ``patch(tracer, patches)`` installs it, :meth:`uninstrument` undoes it."""
+    """One library's hook: ``patch(client_tracer, patches)`` installs it, :meth:`uninstrument` undoes it."""
 
-    def __init__(self, scope: str, patch: Callable[[Tracer, Patches], None]) -> None:
+    def __init__(self, scope: str, patch: Callable[[ClientTracer, Patches], None]) -> None:
         self.scope = scope
         self._patch = patch
         self._patches: Patches | None = None
+        self._tracer: ClientTracer | None = None
         self._lock = threading.Lock()
 
     def instrument(self, provider: TracerProvider | None = None) -> None:
@@ -147,7 +151,7 @@ class LeanHook:
         with self._lock:
             if self._patches is not None:
                 return
-            tracer = trace.get_tracer(self.scope, tracer_provider=provider)
+            tracer = ClientTracer(trace.get_tracer(self.scope, tracer_provider=provider), provider, self.scope)
             patches = Patches()
             try:
                 self._patch(tracer, patches)
@@ -155,6 +159,11 @@ class LeanHook:
                 patches.undo()
                 raise
             self._patches = patches
+            self._tracer = tracer
+
+    def _tracer_for_tests(self) -> ClientTracer | None:
+        """The client tracer the patches use (tests switch its light path off to compare)."""
+        return self._tracer
 
     def uninstrument(self) -> None:
         """Restore every patched function. A no-op when not instrumented."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.trace import Tracer, set_span_in_context
+from opentelemetry.trace import set_span_in_context
 
 from pulsetrace.instrumentation.clients.base import (
     PROPAGATE, SKIP, LeanHook, Patches, current, decide, end_http_span, fail_span, inject, start_client_span,
 )
+from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import http_attributes, http_span_name
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -36,7 +37,7 @@ def _describe(request: Any) -> tuple[str, dict[str, Any]]:
     return http_span_name(method, host, port, scheme), http_attributes(method, str(url), host, port, scheme)
 
 
-def _wrap_sync(tracer: Tracer) -> Callable[[Any], Any]:
+def _wrap_sync(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def handle_request(self: Any, request: Any) -> Any:
             ctx = current()
@@ -65,7 +66,7 @@ def _wrap_sync(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _wrap_async(tracer: Tracer) -> Callable[[Any], Any]:
+def _wrap_async(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         async def handle_async_request(self: Any, request: Any) -> Any:
             ctx = current()
@@ -94,7 +95,7 @@ def _wrap_async(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _patch(tracer: Tracer, patches: Patches) -> None:
+def _patch(tracer: ClientTracer, patches: Patches) -> None:
     import httpx
 
     patches.wrap(httpx.HTTPTransport, "handle_request", _wrap_sync(tracer))

@@ -16,11 +16,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.trace import Tracer
 
 from pulsetrace.instrumentation.clients.base import (
     TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
 )
+from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import db_attributes, sql_operation
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -64,7 +64,7 @@ def _describe(cursor: Any, query: Any) -> tuple[str, dict[str, Any]]:
     return sql_operation(statement) or attrs.get("db.name", "postgresql"), attrs
 
 
-def _wrap_sync(tracer: Tracer) -> Callable[[Any], Any]:
+def _wrap_sync(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -81,7 +81,7 @@ def _wrap_sync(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _wrap_async(tracer: Tracer) -> Callable[[Any], Any]:
+def _wrap_async(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         async def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -99,7 +99,7 @@ def _wrap_async(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _patch(tracer: Tracer, patches: Patches) -> None:
+def _patch(tracer: ClientTracer, patches: Patches) -> None:
     import psycopg
 
     for name in ("execute", "executemany"):

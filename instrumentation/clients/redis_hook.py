@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span
 
 from pulsetrace.instrumentation.clients.base import (
     TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
 )
+from pulsetrace.instrumentation.clients.light import ClientTracer
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -83,7 +84,7 @@ def _pipeline(pipe: Any) -> tuple[str, dict[str, Any]]:
     return name, _connection_attributes(pipe, attrs)
 
 
-def _start(tracer: Tracer, ctx: Any, describe: Callable[..., tuple[str, dict[str, Any]]], *what: Any) -> Span | None:
+def _start(tracer: ClientTracer, ctx: Any, describe: Callable[..., tuple[str, dict[str, Any]]], *what: Any) -> Span | None:
     try:
         name, attrs = describe(*what)
     except Exception:  # an odd command costs its span, never the call
@@ -91,7 +92,7 @@ def _start(tracer: Tracer, ctx: Any, describe: Callable[..., tuple[str, dict[str
     return start_client_span(tracer, name, ctx, attrs)
 
 
-def _sync_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
+def _sync_command(tracer: ClientTracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -105,7 +106,7 @@ def _sync_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) 
     return make
 
 
-def _sync_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
+def _sync_pipeline(tracer: ClientTracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -119,7 +120,7 @@ def _sync_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...])
     return make
 
 
-def _async_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
+def _async_command(tracer: ClientTracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         # A plain function returning the library's coroutine: an untraced call costs no extra frame.
         def execute_command(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -133,7 +134,7 @@ def _async_command(tracer: Tracer, watch_error: tuple[type[BaseException], ...])
     return make
 
 
-def _async_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
+def _async_pipeline(tracer: ClientTracer, watch_error: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -147,7 +148,7 @@ def _async_pipeline(tracer: Tracer, watch_error: tuple[type[BaseException], ...]
     return make
 
 
-def _patch(tracer: Tracer, patches: Patches) -> None:
+def _patch(tracer: ClientTracer, patches: Patches) -> None:
     import redis
     import redis.client
 

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
-from opentelemetry.trace import Tracer, set_span_in_context
+from opentelemetry.trace import set_span_in_context
 
 from pulsetrace.instrumentation.clients.base import (
     PROPAGATE, SKIP, LeanHook, Patches, current, decide, end_http_span, fail_span, inject, start_client_span,
 )
+from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import http_attributes, http_span_name
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -46,7 +47,7 @@ def _send_suppressed(original: Any, ctx: otel_context.Context, session: Any, req
         otel_context.detach(token)
 
 
-def _wrap_send(tracer: Tracer) -> Callable[[Any], Any]:
+def _wrap_send(tracer: ClientTracer) -> Callable[[Any], Any]:
     def make(original: Any) -> Any:
         def send(self: Any, request: Any, **kwargs: Any) -> Any:
             ctx = current()
@@ -76,7 +77,7 @@ def _wrap_send(tracer: Tracer) -> Callable[[Any], Any]:
     return make
 
 
-def _patch(tracer: Tracer, patches: Patches) -> None:
+def _patch(tracer: ClientTracer, patches: Patches) -> None:
     import requests.sessions
 
     patches.wrap(requests.sessions.Session, "send", _wrap_send(tracer))

@@ -116,8 +116,9 @@ def comparable(spans: list[StoredSpan]) -> list[tuple[Any, ...]]:
         # Each run's uvicorn listens on a port of its own.
         volatile = VOLATILE | {"server.port"} if s.kind == "server" else VOLATILE
         attrs = tuple(sorted((k, str(v)) for k, v in s.attributes.items() if k not in volatile))
-        rows.append((s.name, s.kind, parent.name if parent else None, s.status, attrs,
-                     tuple(e.get("name") for e in s.events)))
+        events = tuple((e.get("name"), tuple(sorted((k, str(v)) for k, v in (e.get("attributes") or {}).items()
+                                                    if k != "exception.stacktrace"))) for e in s.events)
+        rows.append((s.name, s.kind, parent.name if parent else None, s.status, s.status_message, attrs, events))
     return sorted(rows)
 
 
