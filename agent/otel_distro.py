@@ -1,13 +1,18 @@
 """Entry points for ``opentelemetry-instrument``: with pulsetrace installed, it uses our configuration.
 
 ``opentelemetry-instrument CMD`` loads the distro, then a configurator, then every
-instrumentor entry point. Our distro selects our configurator (when several are
-installed, pick ours with ``OTEL_PYTHON_DISTRO=pulsetrace``); the configurator
-starts the pulsetrace agent from ``pulsetrace.yaml`` / ``$PULSETRACE_CONFIG``, so
-spans go where pulsetrace's exporters send them (the local store by default).
-The upstream instrumentors of the libraries pulsetrace instruments itself are
-skipped (pulsetrace activates them on first import, honouring
-``tracing.instrumentations``); any other instrumentor installed loads as usual.
+instrumentor entry point. Our distro selects our configurator (when several distros are
+installed, pick ours with ``OTEL_PYTHON_DISTRO=pulsetrace``); the configurator starts the
+pulsetrace agent from ``pulsetrace.yaml`` / ``$PULSETRACE_CONFIG``, exactly as
+``pulsetrace run`` does in each process (probes and the health server too when
+``PULSETRACE_HEALTH=1``), so spans go where pulsetrace's exporters send them.
+
+Once the agent runs, the distro loads no instrumentor itself: the agent activates every
+installed one lazily, when its library is first imported, honouring
+``tracing.instrumentations`` and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Loading them here
+would import every library eagerly, start contrib's server spans next to ours, and import an
+instrumentor package while the library it instruments is being imported (botocore's
+"partially initialized module" failure). Without a running agent, the upstream behaviour stands.
 """
 
 from __future__ import annotations
@@ -19,18 +24,15 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-#: Upstream instrumentor entry points pulsetrace activates itself (lazily, with its own settings):
-#: loading them again here would import every library eagerly and ignore ``tracing.instrumentations``.
-OWNED_INSTRUMENTORS = frozenset({"httpx", "httpx2", "asyncpg", "redis", "botocore", "asgi", "wsgi", "starlette",
-                                 "fastapi"})
-
 
 class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "pulsetrace")
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        if entry_point.name in OWNED_INSTRUMENTORS:
+        from pulsetrace.runtime import current
+
+        if current() is not None:
             return
         super().load_instrumentor(entry_point, **kwargs)
 

@@ -68,7 +68,7 @@ SPAN_LIMITS = {"max_span_attribute_length": 8192, "max_attribute_length": 16384,
 def build_agent(cfg: Config, role: str = "app") -> Agent:
     """Build (but do not install globally) an agent for ``cfg``."""
     from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
-    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits
 
     from pulsetrace.exporters import build_exporter
     from pulsetrace.exporters.base import ExporterContext
@@ -76,6 +76,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
     from pulsetrace.instrumentation.pii import build_scrubber
     from pulsetrace.store import CounterWriter
     from pulsetrace.tracing.pipeline import SpanPipeline
+    from pulsetrace.tracing.provider import ForkSafeTracerProvider
     from pulsetrace.tracing.resource import build_resource
     from pulsetrace.tracing.sampling import build_sampler
     from pulsetrace.tracing.xray_remote_poller import build_remote_sampling
@@ -104,7 +105,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         counter_sink=CounterWriter(cfg.store.path, metrics, retention_s=cfg.store.retention),
     )
     remote = build_remote_sampling(cfg)
-    provider = TracerProvider(
+    provider = ForkSafeTracerProvider(
         sampler=build_sampler(cfg, metrics, remote=remote[0] if remote is not None else None),
         resource=build_resource(cfg),
         id_generator=AwsXRayIdGenerator(),

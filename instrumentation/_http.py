@@ -5,7 +5,13 @@ Private to the two middleware modules; pure functions, safe on the request path.
 
 from __future__ import annotations
 
-__all__ = ["GETTER", "path_template"]
+__all__ = ["GETTER", "ROUTE_KEY", "SPAN_KEY", "path_template"]
+
+#: Scope/environ key holding the request's server span: a request already traced by an outer
+#: pulsetrace middleware (the server's wrapper and the framework's both apply) gets no second one.
+SPAN_KEY = "pulsetrace.span"
+#: Scope/environ key where a framework hook leaves the matched route template (``users/<slug:name>/``).
+ROUTE_KEY = "pulsetrace.route"
 
 
 def path_template(path: str) -> str:

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import path_template
+from pulsetrace.instrumentation._http import ROUTE_KEY, SPAN_KEY, path_template
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +44,9 @@ _ERROR_STATUS = Status(StatusCode.ERROR)
 
 
 def _route_of(scope: Scope) -> str | None:
+    given = scope.get(ROUTE_KEY)
+    if isinstance(given, str):
+        return given
     route = scope.get("route")
     path = getattr(route, "path", None) if route is not None else None
     if isinstance(path, str):
@@ -68,7 +71,7 @@ class PulseTraceMiddleware:
         return tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        if scope.get("type") != "http" or scope.get(SPAN_KEY) is not None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -145,12 +148,14 @@ class PulseTraceMiddleware:
             attributes["client.address"] = client[0]
         span = self._get_tracer().start_span(method, context=parent_ctx, kind=SpanKind.SERVER, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+        scope[SPAN_KEY] = span
         return span, token
 
     def _finish(self, scope: Scope, span: trace.Span, token: object, status: int, exc: BaseException | None,
                 started: float) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        route = _route_of(scope) or path_template(scope.get("path") or "/")
+        matched = _route_of(scope)
+        route = matched or path_template(scope.get("path") or "/")
         method = scope.get("method") or "GET"
         # A cancelled request (the client went away, a shutdown deadline) is neither the
         # server's fault nor the client's error: no status, no fault, just marked.
@@ -162,7 +167,7 @@ class PulseTraceMiddleware:
         try:
             if span.is_recording():
                 span.update_name(f"{method} {route}")
-                if scope.get("route") is not None:
+                if matched is not None:
                     span.set_attribute("http.route", route)
                 if status:
                     span.set_attribute("http.response.status_code", status)
@@ -182,5 +187,5 @@ class PulseTraceMiddleware:
         recorder = _hooks.recorder
         if recorder is not None:
             recorder.record(f"{method} {route}", "", latency_ms, error, fault,
-                                  routed=_route_of(scope) is not None, status=status)
+                                  routed=matched is not None, status=status)
 

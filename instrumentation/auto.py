@@ -1,259 +1,67 @@
-"""Activate the instrumentations for the libraries an application uses, from one table.
+"""Activate every instrumentation the environment offers, lazily, from one catalogue.
 
-Each row names the library module to watch and how to instrument it; a library is
-instrumented when the application first imports it (a post-import hook on
-``sys.meta_path``), so a process that never touches botocore never pays for its
-instrumentor, and start-up stays short. A library that is not installed is
-skipped quietly, unless the configuration lists it in
-``tracing.instrumentations.required`` (then it is a configuration error). Every
-activation returns its undo; :func:`deactivate` runs them all and removes the hook.
+The rows come from :mod:`pulsetrace.instrumentation.catalog` (pulsetrace's own server and
+framework rows, its lean client hooks, every installed ``opentelemetry_instrumentor`` entry
+point). A row is activated when the application first imports one of its modules (a
+post-import hook on ``sys.meta_path``, :mod:`~pulsetrace.instrumentation.importhook`), so a
+process that never touches botocore never pays for its instrumentor and start-up stays
+short; a module already imported is handled at once. Names listed in
+``tracing.instrumentations.disabled`` (or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``) are
+skipped; a name in ``required`` whose library is missing is a configuration error.
+
+Every activation returns its undo; :func:`deactivate` runs them all and removes the hook.
+An activation that fails logs one line and leaves the application's import untouched.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pulsetrace.config.problems import ConfigError, Problem
+from pulsetrace.instrumentation.catalog import Instrumentation, catalog, installed, known_names
+from pulsetrace.instrumentation.importhook import PostImportFinder, initializing
 
 if TYPE_CHECKING:
-    from pulsetrace.config.schema import Config
     from opentelemetry.trace import TracerProvider
+
+    from pulsetrace.config.schema import Config
+
+__all__ = ["activate", "active", "deactivate", "enabled_names", "instrumentation_names", "required_problems"]
 
 _log = logging.getLogger("pulsetrace.instrumentation")
 Undo = Callable[[], None]
 
-
-@dataclass(frozen=True)
-class Instrumentation:
-    name: str
-    #: The module whose import triggers the activation.
-    module: str
-    #: The distribution to look for when deciding whether the library is installed.
-    library: str
-    activate: Callable[[ModuleType, TracerProvider], Undo]
-
-
-def _contrib(instrumentor_path: str, **kwargs: Any) -> Callable[[ModuleType, TracerProvider], Undo]:
-    """Activate an upstream contrib ``BaseInstrumentor`` with our tracer provider."""
-
-    def activate(_module: ModuleType, provider: TracerProvider) -> Undo:
-        mod_name, cls_name = instrumentor_path.rsplit(":", 1)
-        instrumentor = getattr(importlib.import_module(mod_name), cls_name)()
-        instrumentor.instrument(tracer_provider=provider, skip_dep_check=True, **kwargs)
-        return lambda: instrumentor.uninstrument()
-
-    return activate
-
-
-def prefer_lean(library: str, fallback: Callable[[ModuleType, TracerProvider], Undo]) \
-        -> Callable[[ModuleType, TracerProvider], Undo]:
-    """Activate pulsetrace's lean hook for ``library`` where the clients table has one, else ``fallback``.
-
-    The table is :data:`pulsetrace.instrumentation.clients.LEAN_HOOKS`; it is read at
-    activation time, so nothing is imported before the library is.
-    """
-
-    def activate(module: ModuleType, provider: TracerProvider) -> Undo:
-        from pulsetrace.instrumentation.clients import lean_hook_module
-
-        module_path = lean_hook_module(library)
-        if module_path is None:
-            return fallback(module, provider)
-        hook = importlib.import_module(module_path)
-        hook.instrument(provider)
-        return hook.uninstrument  # type: ignore[no-any-return]
-
-    return activate
-
-
-def _uvicorn(module: ModuleType, provider: TracerProvider) -> Undo:
-    """Wrap the app every ``uvicorn.Config`` loads (uvicorn, and gunicorn's UvicornWorker)."""
-    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
-
-    config_cls = module.Config
-    original = config_cls.load
-
-    def load(self: Any) -> None:
-        original(self)
-        try:
-            _wrap_inside_proxy_headers(self, lambda app: PulseTraceMiddleware(app, provider))
-        except Exception:
-            _log.debug("could not wrap the ASGI app", exc_info=True)
-
-    config_cls.load = load
-
-    def undo() -> None:
-        config_cls.load = original
-
-    return undo
-
-
-def _wrap_inside_proxy_headers(config: Any, wrap: Callable[[Any], Any]) -> None:
-    """Put our middleware inside uvicorn's ProxyHeadersMiddleware when there is one.
-
-    Behind an ALB the proxy-headers middleware rewrites ``client`` and ``scheme`` from
-    ``X-Forwarded-For``/``-Proto`` (for trusted proxies); wrapped inside it, the server span
-    records the real client address, not the load balancer's.
-    """
-    from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
-
-    outer = config.loaded_app
-    if isinstance(outer, PulseTraceMiddleware):
-        return
-    inner = getattr(outer, "app", None)
-    if type(outer).__name__ == "ProxyHeadersMiddleware" and inner is not None:
-        if not isinstance(inner, PulseTraceMiddleware):
-            outer.app = wrap(inner)
-        return
-    config.loaded_app = wrap(outer)
-
-
-def _gunicorn(module: ModuleType, provider: TracerProvider) -> Undo:
-    """Wrap WSGI apps that gunicorn's sync/gthread workers load (ASGI apps are left to uvicorn)."""
-    import inspect
-
-    from pulsetrace.instrumentation.wsgi import PulseTraceWSGIMiddleware
-
-    base = module.BaseApplication
-    original = base.wsgi
-
-    def wsgi(self: Any) -> Any:
-        app = original(self)
-        try:
-            # ASGI workers (uvicorn's) load the app through uvicorn.Config, which wraps it as ASGI.
-            worker = str(getattr(getattr(self, "cfg", None), "worker_class_str", "") or "")
-            call = getattr(app, "__call__", None)
-            is_asgi = ("uvicorn" in worker.lower() or "asgi" in worker.lower()
-                       or inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call))
-            if not is_asgi and not isinstance(app, PulseTraceWSGIMiddleware):
-                app = PulseTraceWSGIMiddleware(app, provider)
-                self.callable = app
-        except Exception:
-            _log.debug("could not wrap the WSGI app", exc_info=True)
-        return app
-
-    base.wsgi = wsgi
-
-    def undo() -> None:
-        base.wsgi = original
-
-    return undo
-
-
-def _xray_sdk(module: ModuleType, provider: TracerProvider) -> Undo:
-    """Bridge the AWS X-Ray SDK's recorder into pulsetrace's traces (it then neither samples nor sends)."""
-    from pulsetrace.instrumentation.xray_sdk_bridge import activate as bridge
-
-    return bridge(module, provider, enabled_names)
-
-
-#: Every instrumentation pulsetrace knows, by the name used in ``tracing.instrumentations``.
-INSTRUMENTATIONS: tuple[Instrumentation, ...] = (
-    Instrumentation("asgi", "uvicorn.config", "uvicorn", _uvicorn),
-    Instrumentation("wsgi", "gunicorn.app.base", "gunicorn", _gunicorn),
-    Instrumentation("httpx", "httpx", "httpx",
-                    prefer_lean("httpx", _contrib("opentelemetry.instrumentation.httpx:HTTPXClientInstrumentor"))),
-    Instrumentation("asyncpg", "asyncpg", "asyncpg",
-                    prefer_lean("asyncpg", _contrib("opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor"))),
-    Instrumentation("redis", "redis", "redis",
-                    prefer_lean("redis", _contrib("opentelemetry.instrumentation.redis:RedisInstrumentor"))),
-    Instrumentation("botocore", "botocore", "botocore",
-                    _contrib("opentelemetry.instrumentation.botocore:BotocoreInstrumentor")),
-    Instrumentation("requests", "requests", "requests",
-                    prefer_lean("requests", _contrib("opentelemetry.instrumentation.requests:RequestsInstrumentor"))),
-    Instrumentation("psycopg", "psycopg", "psycopg",
-                    prefer_lean("psycopg", _contrib("opentelemetry.instrumentation.psycopg:PsycopgInstrumentor"))),
-    Instrumentation("xray_sdk", "aws_xray_sdk.core", "aws_xray_sdk", _xray_sdk),
-)
-
-#: Upstream names accepted in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` for ours.
-_ALIASES = {"aiohttp": "", "fastapi": "asgi", "starlette": "asgi", "flask": "wsgi", "django": "wsgi"}
+#: Names other distros use for what one of pulsetrace's rows does.
+_ALIASES = {"aiohttp": "aiohttp-client", "uvicorn": "asgi", "gunicorn": "wsgi"}
 
 
 def instrumentation_names() -> tuple[str, ...]:
-    """The names ``tracing.instrumentations.disabled`` / ``required`` accept."""
-    return tuple(i.name for i in INSTRUMENTATIONS)
+    """The names ``tracing.instrumentations.disabled`` / ``required`` accept (any known instrumentation)."""
+    return (*known_names(), *(row.name for row in _STATEFUL_ROWS), *_ALIASES)
 
 
-def _installed(library: str) -> bool:
-    try:
-        return importlib.util.find_spec(library) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def required_problems(cfg: Config) -> list[Problem]:
-    """A problem for each instrumentation the config requires whose library is missing."""
-    by_name = {i.name: i for i in INSTRUMENTATIONS}
+def required_problems(cfg: Config, rows: list[Instrumentation] | None = None) -> list[Problem]:
+    """A problem for each instrumentation the config requires that cannot be activated here."""
+    by_name = {row.name: row for row in (rows if rows is not None else _rows(lambda _line: None))}
     problems = []
-    for i, name in enumerate(cfg.tracing.instrumentations.required):
-        inst = by_name.get(name)
-        if inst is not None and not _installed(inst.library):
-            problems.append(Problem(f"tracing.instrumentations.required[{i}]", f"library {inst.library} is not "
-                                    "installed", name, f"pip install {inst.library}, or drop it from required"))
+    for i, raw in enumerate(cfg.tracing.instrumentations.required):
+        name = _ALIASES.get(raw, raw)
+        row = by_name.get(name)
+        if row is None or not installed(row.library):
+            library = row.library if row is not None else name
+            problems.append(Problem(f"tracing.instrumentations.required[{i}]", f"library {library} is not "
+                                    "installed (or its instrumentation is not)", raw,
+                                    f"pip install {library}, or drop it from required"))
     return problems
 
 
-class _HookLoader(importlib.abc.Loader):
-    def __init__(self, wrapped: importlib.abc.Loader, hook: Callable[[ModuleType], None]) -> None:
-        self._wrapped = wrapped
-        self._hook = hook
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._wrapped.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._wrapped.exec_module(module)
-        # The module's own loader stays the real one (resources, reload, pkgutil).
-        module.__loader__ = self._wrapped
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._wrapped
-        self._hook(module)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Runs a hook right after a watched module is first imported."""
-
-    def __init__(self) -> None:
-        self.hooks: dict[str, Callable[[ModuleType], None]] = {}
-        self._busy = threading.local()
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        hook = self.hooks.get(fullname)
-        if hook is None:
-            return None
-        busy: set[str] = getattr(self._busy, "names", None) or set()
-        if fullname in busy:
-            return None
-        busy.add(fullname)
-        self._busy.names = busy
-        try:
-            spec = importlib.util.find_spec(fullname)
-        except (ImportError, ValueError):
-            return None
-        finally:
-            busy.discard(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _HookLoader(spec.loader, hook)
-        return spec
-
-
 _state_lock = threading.Lock()
-_finder: _PostImportFinder | None = None
+_finder: PostImportFinder | None = None
 _undo: list[tuple[str, Undo]] = []
 #: The instrumentations :func:`activate` enabled (activated now or on first import).
 _enabled: list[str] = []
@@ -265,11 +73,27 @@ def enabled_names() -> list[str]:
         return list(_enabled)
 
 
+def _xray_sdk(module: ModuleType, provider: TracerProvider) -> Undo:
+    """Bridge the AWS X-Ray SDK's recorder into pulsetrace's traces (it then neither samples nor sends)."""
+    from pulsetrace.instrumentation.xray_sdk_bridge import activate as bridge
+
+    return bridge(module, provider, enabled_names)
+
+
+#: Rows that need this module's state (the X-Ray SDK bridge asks which names are enabled).
+_STATEFUL_ROWS = (Instrumentation("xray_sdk", ("aws_xray_sdk.core",), "aws_xray_sdk", _xray_sdk),)
+
+
 def _disabled_names(cfg: Config) -> set[str]:
-    names = set()
-    for raw in cfg.tracing.instrumentations.disabled:
-        names.add(_ALIASES.get(raw, raw))
-    return names
+    return {_ALIASES.get(raw, raw) for raw in cfg.tracing.instrumentations.disabled}
+
+
+def _warn(line: str) -> None:
+    _log.warning("%s", line)
+
+
+def _rows(warn: Callable[[str], None]) -> list[Instrumentation]:
+    return [*catalog(warn), *_STATEFUL_ROWS]
 
 
 def activate(cfg: Config, provider: TracerProvider) -> list[str]:
@@ -279,26 +103,28 @@ def activate(cfg: Config, provider: TracerProvider) -> list[str]:
     Raises :class:`ConfigError` when a required library is missing.
     """
     global _finder
-    problems = required_problems(cfg)
+    disabled = _disabled_names(cfg)
+    rows = _rows(_warn)
+    problems = required_problems(cfg, rows)
     if problems:
         raise ConfigError(problems)
-    disabled = _disabled_names(cfg)
     enabled: list[str] = []
     now: list[tuple[Callable[[ModuleType], None], ModuleType]] = []
     with _state_lock:
         if _finder is None:
-            _finder = _PostImportFinder()
+            _finder = PostImportFinder()
             sys.meta_path.insert(0, _finder)
-        for inst in INSTRUMENTATIONS:
-            if inst.name in disabled or not _installed(inst.library):
+        for row in rows:
+            if row.name in disabled:
                 continue
-            enabled.append(inst.name)
-            hook = _make_hook(inst, provider)
-            existing = sys.modules.get(inst.module)
-            if existing is not None:
-                now.append((hook, existing))
-            else:
-                _finder.hooks[inst.module] = hook
+            enabled.append(row.name)
+            for module_name in row.modules:
+                hook = _make_hook(row, module_name, provider)
+                existing = sys.modules.get(module_name)
+                if existing is not None and not initializing(module_name):
+                    now.append((hook, existing))
+                else:
+                    _finder.hooks[module_name] = hook
         _enabled[:] = enabled
     # Hooks take the state lock themselves: run the ones for already-imported libraries after it is released.
     for hook, module in now:
@@ -306,30 +132,39 @@ def activate(cfg: Config, provider: TracerProvider) -> list[str]:
     return enabled
 
 
-def _make_hook(inst: Instrumentation, provider: TracerProvider) -> Callable[[ModuleType], None]:
+def _make_hook(row: Instrumentation, module_name: str, provider: TracerProvider) -> Callable[[ModuleType], None]:
     done = threading.Event()
+
+    def run(module: ModuleType) -> None:
+        try:
+            undo = row.activate(module, provider)
+        except Exception as exc:  # a broken instrumentor must not break the application's import
+            _log.warning("pulsetrace: %s instrumentation not activated: %s", row.name, exc)
+            return
+        with _state_lock:
+            _undo.append((row.name, undo))
 
     def hook(module: ModuleType) -> None:
         if done.is_set():
             return
         done.set()
-        if _finder is not None:
-            _finder.hooks.pop(inst.module, None)
-        try:
-            undo = inst.activate(module, provider)
-        except Exception as exc:  # a broken instrumentor must not break the application's import
-            _log.warning("pulsetrace: %s instrumentation not activated: %s", inst.name, exc)
+        finder = _finder
+        if finder is not None:
+            finder.hooks.pop(module_name, None)
+        # The instrumentor's own package may be what is importing the library (an entry point loaded
+        # by opentelemetry-instrument imports botocore): activating now would see it half-initialised.
+        if row.needs and initializing(row.needs) and finder is not None:
+            finder.defer(row.needs, lambda: run(module))
             return
-        with _state_lock:
-            _undo.append((inst.name, undo))
+        run(module)
 
     return hook
 
 
 def active() -> list[str]:
-    """Names of the instrumentations activated so far in this process."""
+    """Names of the instrumentations activated so far in this process (one entry per name)."""
     with _state_lock:
-        return [name for name, _ in _undo]
+        return list(dict.fromkeys(name for name, _ in _undo))
 
 
 def deactivate() -> None:

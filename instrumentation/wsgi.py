@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import path_template
+from pulsetrace.instrumentation._http import ROUTE_KEY, SPAN_KEY, path_template
 
 _ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
                       "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}
@@ -74,6 +74,8 @@ class PulseTraceWSGIMiddleware:
         return self._tracer
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get(SPAN_KEY) is not None:  # already traced by an outer pulsetrace middleware
+            return self.app(environ, start_response)
         started = time.perf_counter()
         try:
             span, token = self._start(environ)
@@ -127,21 +129,27 @@ class PulseTraceWSGIMiddleware:
             attributes["url.query"] = str(environ["QUERY_STRING"])[:2048]
         span = self._get_tracer().start_span(method, context=parent_ctx, kind=SpanKind.SERVER, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent_ctx))
+        environ[SPAN_KEY] = span
         return span, token
 
     def _finish(self, environ: dict[str, Any], span: trace.Span, status: int, exc: BaseException | None,
                 started: float) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
         method = environ.get("REQUEST_METHOD", "GET")
-        route = path_template(environ.get("PATH_INFO", "/") or "/")
+        matched = environ.get(ROUTE_KEY)  # left by a framework hook (Django's resolver, Flask's url rule)
+        if not isinstance(matched, str):
+            matched = None
+        route = matched or path_template(environ.get("PATH_INFO", "/") or "/")
         if exc is not None and status == 0:
             status = 500
         if span.is_recording():
             span.update_name(f"{method} {route}")
+            if matched is not None:
+                span.set_attribute("http.route", matched)
             if status:
                 span.set_attribute("http.response.status_code", status)
                 span.set_attribute("http.status_code", status)
-            if exc is not None:
+            if exc is not None and environ.get("pulsetrace.exception") is not exc:  # a framework hook recorded it
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             elif status >= 500:
@@ -149,6 +157,6 @@ class PulseTraceWSGIMiddleware:
         span.end()
         recorder = _hooks.recorder
         if recorder is not None:
-            # a WSGI app gives no route template: the path template stands in, unrouted
+            # without a framework hook a WSGI app gives no route template: the path template stands in, unrouted
             recorder.record(f"{method} {route}", "", latency_ms, 400 <= status < 500,
-                                  status >= 500 or exc is not None, routed=False, status=status)
+                            status >= 500 or exc is not None, routed=matched is not None, status=status)

@@ -73,6 +73,7 @@ class MetricsPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
+        self._spawn_pending = False
         self._closed = False
         # A per-process offset spreads a fleet's flushes over the first seconds of each interval.
         self._offset = random.uniform(0.0, min(2.0, self.interval * 0.1))
@@ -207,8 +208,19 @@ class MetricsPublisher:
             self.sink.after_fork()
         except Exception:
             _log.debug("metrics sink after_fork failed", exc_info=True)
-        if self._started and not self._closed:
-            self._spawn()
+        # No thread from the at-fork hook (another hook may still hold a lock Thread.start needs):
+        # the child's flusher starts with its first recorded request (resume_after_fork).
+        self._spawn_pending = self._started and not self._closed
+
+    def resume_after_fork(self) -> None:
+        """Start the child's flusher, once, after a fork (called on the child's first request)."""
+        with self._lock:
+            if not self._spawn_pending:
+                return
+            self._spawn_pending = False
+            if self._closed:
+                return
+        self._spawn()
 
 
 # -- the agent's own counters and gauges ------------------------------------------------------------------------

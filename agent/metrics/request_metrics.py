@@ -151,6 +151,8 @@ class Recorder:
         cw = cfg.metrics.cloudwatch
         self.metrics = metrics
         self.publisher = publisher
+        #: Set in a forked child until its first request starts the publisher's thread.
+        self._forked = False
         self.max_operations = cw.max_operations
         #: Always their own ``Operation``, outside both budgets: the dashboard's and alarms' operations.
         self._reserved = frozenset(canonical_operation(op) for op in cw.operations)
@@ -186,6 +188,8 @@ class Recorder:
         template made from the raw path) and the response ``status``: such a request that
         answered 404 is counted as ``METHOD {unmatched}``.
         """
+        if self._forked:
+            self._resume_after_fork()
         try:
             if not routed and status == 404:
                 operation = unmatched_operation(operation)
@@ -335,8 +339,14 @@ class Recorder:
         if self.publisher is not None:
             self.publisher.shutdown(timeout)
 
+    def _resume_after_fork(self) -> None:
+        self._forked = False
+        if self.publisher is not None:
+            self.publisher.resume_after_fork()
+
     def _after_fork(self) -> None:
         # The child must not report the parent's requests a second time.
+        self._forked = True
         self._lock = threading.Lock()
         self._current = {}
         self._by_canon = {}

@@ -172,6 +172,8 @@ class SpanPipeline(SpanProcessor):
         self._channels: list[_Channel] = []
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        #: Set in a forked child: its threads start with its first span, not in the at-fork hook.
+        self._threads_pending = False
         metrics.gauge_fn("export_queue_depth", lambda: float(len(self._queue)))
         self._start_threads()
         on_fork_in_child(self._after_fork)
@@ -182,6 +184,21 @@ class SpanPipeline(SpanProcessor):
         self._channels = [_Channel(e, self.metrics, self.max_backlog_batches) for e in self.exporters]
         self._thread = start_worker("pulsetrace-pipeline", self._run)
 
+    def _start_pending_threads(self) -> None:
+        with self._lock:
+            if not self._threads_pending:
+                return
+            self._threads_pending = False
+            if self._shutdown:
+                return
+            # The exporters re-open their connections/stores here too, not in the at-fork hook (I/O).
+            for exporter in self.exporters:
+                try:
+                    exporter.after_fork()
+                except Exception:
+                    _log.debug("exporter %s after_fork failed", exporter.name, exc_info=True)
+            self._start_threads()
+
     def _after_fork(self) -> None:
         # Threads do not survive fork(); locks may be held by a thread that no longer exists.
         self._pid = os.getpid()
@@ -191,13 +208,9 @@ class SpanPipeline(SpanProcessor):
         self._flush_asked = self._flush_done = 0
         self._last_counters = time.monotonic()
         self._queue.clear()
-        for exporter in self.exporters:
-            try:
-                exporter.after_fork()
-            except Exception:
-                _log.debug("exporter %s after_fork failed", exporter.name, exc_info=True)
-        if not self._shutdown:
-            self._start_threads()
+        # Between fork() and the child's first request nothing may start a thread (another at-fork
+        # hook may still hold a lock Thread.start needs, as concurrent.futures' does): deferred.
+        self._threads_pending = not self._shutdown
 
     # -- SpanProcessor -------------------------------------------------------------------
 
@@ -231,6 +244,8 @@ class SpanPipeline(SpanProcessor):
         if self._shutdown:
             self.metrics.inc("spans_dropped", reason="shutdown")
             return
+        if self._threads_pending:
+            self._start_pending_threads()
         q = self._queue
         if len(q) >= self.queue_size:
             self.metrics.inc("spans_dropped", reason="queue_full")
@@ -286,6 +301,8 @@ class SpanPipeline(SpanProcessor):
 
     def _flush_queue(self, deadline: float) -> bool:
         """Wait until the spans queued before this call are offered to the channels, then for the channels."""
+        if self._threads_pending:
+            self._start_pending_threads()
         with self._flush_cond:
             self._flush_asked += 1
             ticket = self._flush_asked

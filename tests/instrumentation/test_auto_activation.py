@@ -98,9 +98,10 @@ def test_a_failing_instrumentor_does_not_break_the_application_import(tmp_path: 
         from pulsetrace.instrumentation import auto
         def broken(module, agent):
             raise RuntimeError("instrumentor exploded")
-        auto.INSTRUMENTATIONS = tuple(
-            auto.Instrumentation(i.name, i.module, i.library, broken) if i.name == "httpx" else i
-            for i in auto.INSTRUMENTATIONS)
+        import dataclasses
+        real_catalog = auto.catalog
+        auto.catalog = lambda warn: [dataclasses.replace(i, activate=broken) if i.name == "httpx" else i
+                                     for i in real_catalog(warn)]
         pulsetrace.start()
         import httpx
         assert httpx.Client is not None
@@ -122,4 +123,4 @@ def test_libraries_imported_before_start_are_instrumented_at_once_without_deadlo
         pulsetrace.shutdown(1.0)
     """, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['asgi', 'botocore', 'httpx', 'redis']"
+    assert {"asgi", "botocore", "httpx", "redis"} <= set(eval(done.stdout.strip()))
