@@ -55,6 +55,14 @@ class Instrumentation:
 #: Contrib instrumentors that start a server span: pulsetrace's middleware is the one server span.
 SERVER_INSTRUMENTORS = frozenset({"asgi", "wsgi", "django", "flask", "fastapi", "starlette", "falcon", "pyramid"})
 
+#: Arguments for contrib instrumentors whose defaults change the application beyond its spans. logging's
+#: would add a handler to the root logger (sending every record to an OpenTelemetry logger provider,
+#: and silencing Python's last-resort stderr output); trace ids in log records are pulsetrace's
+#: ``logging.correlation``. ``OTEL_PYTHON_LOG_CORRELATION=true`` still gives upstream's format.
+CONTRIB_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "logging": {"enable_log_auto_instrumentation": False},
+}
+
 OWN: tuple[Instrumentation, ...] = (
     Instrumentation("asgi", ("uvicorn.config",), "uvicorn", servers.uvicorn),
     Instrumentation("wsgi", ("gunicorn.app.base",), "gunicorn", servers.gunicorn),
@@ -202,7 +210,8 @@ def entry_point_rows(skip: Iterable[str], warn: Callable[[str], None]) -> list[I
             if conflict is not None:
                 warn(f"pulsetrace: {ep.name} instrumentation not activated: {conflict}")
                 continue
-            rows.append(Instrumentation(ep.name, modules, modules[0], contrib_activation(ep.value),
+            rows.append(Instrumentation(ep.name, modules, modules[0],
+                                        contrib_activation(ep.value, **CONTRIB_ARGUMENTS.get(ep.name, {})),
                                         source="contrib", needs=ep.value.split(":", 1)[0]))
         except Exception:  # one broken distribution must not stop the others
             _log.debug("entry point %s skipped", ep.name, exc_info=True)

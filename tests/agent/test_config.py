@@ -264,7 +264,7 @@ def test_environment_variables_win_over_the_file() -> None:
         "OTEL_SERVICE_NAME": "env-name",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=pay%20ments,service.version=2.0",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx, asyncpg,urllib3",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "httpx, asyncpg,urllib3,no-such-instrumentation",
         "AWS_XRAY_DAEMON_ADDRESS": "169.254.1.1:2000",
         "AWS_REGION": "ap-south-1",
         "AWS_DEFAULT_REGION": "us-west-2",
@@ -277,7 +277,8 @@ def test_environment_variables_win_over_the_file() -> None:
     assert cfg.service.version == "2.0"
     assert cfg.resource_attributes == {"deployment.environment": "prod", "team": "pay ments", "service.version": "2.0"}
     assert cfg.tracing.otlp.endpoint == "http://collector:4318"
-    assert cfg.tracing.instrumentations.disabled == ["httpx", "asyncpg"]  # urllib3 is not ours: ignored
+    # any known instrumentation (urllib3 is contrib's) is honoured; a name no instrumentation has is ignored
+    assert cfg.tracing.instrumentations.disabled == ["httpx", "asyncpg", "urllib3"]
     assert cfg.tracing.xray.daemon_address == "169.254.1.1:2000"
     assert cfg.tracing.xray.region == "ap-south-1"
     assert cfg.metrics.cloudwatch.region == "ap-south-1"
