@@ -354,4 +354,6 @@ def test_opentelemetry_instrument_leaves_our_libraries_to_pulsetrace(tmp_path: P
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # nothing imported eagerly; redis disabled by our config is not instrumented by upstream either
-    assert done.stdout.split("\n")[:2] == ["False False", "False ['httpx']"], done.stdout
+    first, second = done.stdout.split("\n")[:2]
+    assert first == "False False", done.stdout
+    assert second.startswith("False [") and "'httpx'" in second and "'redis'" not in second, done.stdout
