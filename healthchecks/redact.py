@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pulsetrace.config.secrets import (
     MASK,
+    NOT_AN_EXCEPTION_NAME,
     SECRET_QUERY_NAMES,
     is_secret_key,
     is_secret_query_name,
@@ -36,7 +37,7 @@ _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/:@]*):([^\s@/
 #: ``password=...``, ``"token": "..."``: a key naming a secret (the shared vocabulary) and its value.
 _KEY_VALUE = re.compile(
     rf"(?i)((?<=[?&;])(?:{'|'.join(sorted(SECRET_QUERY_NAMES))})="
-    rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{secret_key_regex()}))(?>[\w.\-]+)"
+    rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{secret_key_regex()}))(?>[\w.\-]+){NOT_AN_EXCEPTION_NAME}"
     r"[\"']?\s*[=:]\s*[\"']?)([^\s&\"',;}]+)")
 _AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
 

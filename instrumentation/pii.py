@@ -65,7 +65,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
 from pulsetrace.config.schema import Config
-from pulsetrace.config.secrets import SECRET_QUERY_NAMES, secret_key_regex
+from pulsetrace.config.secrets import NOT_AN_EXCEPTION_NAME, SECRET_QUERY_NAMES, secret_key_regex
 from pulsetrace.instrumentation.annotations import build_annotator
 from pulsetrace.instrumentation.enrich import enrich_attributes
 from pulsetrace.instrumentation.spans import copy_event, copy_link, copy_span
@@ -144,7 +144,7 @@ def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
     words = secret_key_regex(tuple(extra))
     return re.compile(
         rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})="
-        rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{words}))(?>[\w.\-]+)[\"']?(?>\s*)[:=](?>\s*)[\"']?)"
+        rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{words}))(?>[\w.\-]+){NOT_AN_EXCEPTION_NAME}[\"']?(?>\s*)[:=](?>\s*)[\"']?)"
         r"([^\s&;,\"'}\]]+)")
 
 

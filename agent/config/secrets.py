@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config
 
-__all__ = ["MASK", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "is_secret_key", "is_secret_query_name",
+__all__ = ["MASK", "NOT_AN_EXCEPTION_NAME", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "is_secret_key", "is_secret_query_name",
            "mask_url", "masked_dict", "secret_key_regex"]
 
 MASK = "****"
@@ -51,6 +51,10 @@ def secret_key_regex(extra_words: tuple[str, ...] = ()) -> str:
     segments = "|".join(SECRET_SEGMENTS)
     return rf"(?:{words})|(?<![A-Za-z])(?:{segments})(?![A-Za-z])"
 
+
+#: After a key run in free text: not an exception's class name (``InvalidPasswordError: password
+#: authentication failed`` names no secret value; masking it would hide the reason).
+NOT_AN_EXCEPTION_NAME = r"(?<!error)(?<!exception)(?<!warning)"
 
 _SECRET_KEY = re.compile(f"(?i){secret_key_regex()}")
 

@@ -79,3 +79,11 @@ def test_secret_parts_of_urls_are_hidden_by_all_three(url: str) -> None:
     assert VALUE not in Redactor().scrub(f"connect {url} failed")
     out = PiiScrubber()(_span({"url.full": url}))
     assert VALUE not in repr(dict(out.attributes or {}))
+
+
+def test_an_exception_class_name_is_not_a_secret_key() -> None:
+    text = 'InvalidPasswordError: password authentication failed for user "app"'
+    assert Redactor().scrub(text) == text
+    out = PiiScrubber()(_span({"exception.message": text}))
+    assert dict(out.attributes or {})["exception.message"] == text
+    assert VALUE not in Redactor().scrub(f"db_password: {VALUE}")

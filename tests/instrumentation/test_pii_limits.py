@@ -67,6 +67,23 @@ def _fastest(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+_BASELINE: list[float] = []
+
+
+def budget(factor: float = 1.0) -> float:
+    """``BUDGET_S`` on a quiet machine; on a busy one, scaled by how slow an ordinary 64 KB scrub is now.
+
+    The rules are linear: what these tests catch is a rule gone quadratic (seconds, not
+    milliseconds), so the bound follows the machine's present speed rather than failing
+    because another process has the CPU. The baseline (digits and words, which trigger
+    every rule) is measured once, with the same best-of-three as the hostile strings.
+    """
+    if not _BASELINE:
+        ordinary = "order 12 paid by x1 at 10:30 " * (BIG // 29)
+        _BASELINE.append(_fastest(lambda: scrub_text(ordinary), repeat=5))
+    return factor * max(BUDGET_S, 6 * _BASELINE[0])
+
+
 @pytest.fixture
 def no_cut(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(pii, "MAX_SCRUB_CHARS", 1 << 30)
@@ -83,7 +100,7 @@ def test_a_64kb_hostile_string_scrubs_fast_and_its_secrets_are_removed(name: str
         out = scrub_text(text)
 
     took = _fastest(run)
-    assert took < BUDGET_S, f"{name}: {took * 1000:.1f} ms"
+    assert took < budget(), f"{name}: {took * 1000:.1f} ms (budget {budget() * 1000:.1f} ms)"
     assert out.endswith(TRUNCATED) and len(out) <= MAX_SCRUB_CHARS + len(TRUNCATED)
     assert not [leak for leak in LEAKS if leak in out], out[:200]
 
@@ -93,7 +110,7 @@ def test_every_rule_is_linear_even_without_the_cut(name: str, no_cut: None) -> N
     # Four times the text of a cut string, four times the budget: a quadratic rule would take seconds.
     text = SECRETS + HOSTILE[name]
     took = _fastest(lambda: scrub_text(text))
-    assert took < 4 * BUDGET_S, f"{name}: {took * 1000:.1f} ms for {len(text)} characters"
+    assert took < budget(4), f"{name}: {took * 1000:.1f} ms for {len(text)} characters"
     out = scrub_text(text)
     assert not [leak for leak in LEAKS if leak in out]
 
@@ -155,7 +172,7 @@ def test_a_span_with_64kb_hostile_values_is_scrubbed_fast_and_cut() -> None:
     span = _span({"message": SECRETS + HOSTILE["local part run then @"], "query": "token=" + "a" * BIG},
                  name="GET " + "a." * (BIG // 2) + "@")
     took = _fastest(lambda: scrubber.scrub(span))
-    assert took < 4 * BUDGET_S  # four hostile strings
+    assert took < budget(4)  # four hostile strings
     out = scrubber.scrub(span)
     attrs = dict(out.attributes or {})
     assert attrs["query"] == "token=" + REDACTED + TRUNCATED
@@ -179,7 +196,7 @@ def test_the_scrubber_copes_with_and_without_span_attribute_length_limits(limit:
     span.end()
     scrubber = PiiScrubber(metrics=SelfMetrics())
     took = _fastest(lambda: scrubber.scrub(span))  # type: ignore[arg-type]
-    assert took < 2 * BUDGET_S
+    assert took < budget(2)
     out = scrubber.scrub(span)  # type: ignore[arg-type]
     for value in ((out.attributes or {})["message"], (out.events[0].attributes or {})["exception.stacktrace"]):
         assert isinstance(value, str) and not [leak for leak in LEAKS if leak in value]

@@ -71,9 +71,10 @@ def test_sigkill_of_one_worker_leaves_the_supervisor_and_the_other_worker_servin
             assert wait_for(lambda: len(load.answers) >= 20, timeout=20)
             killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
-            time.sleep(3.0)
+            # requests keep succeeding after the kill (a count, not a rate: the machine may be busy)
+            assert wait_for(lambda: len([s for s in load.since(killed_at) if s == 200]) >= 30, timeout=30), \
+                f"requests stopped succeeding: {load.since(killed_at)[-20:]}"
             after = load.since(killed_at)
-            assert len([s for s in after if s == 200]) >= 30, f"requests stopped succeeding: {after[-20:]}"
             assert len([s for s in after if s != 200]) <= 4, f"more failures than requests in flight: {after}"
             assert svc.proc.poll() is None and alive(manager) and alive(survivor)
             replacement = wait_for(lambda: [p for p in worker_pids(svc, expected=2) if p not in first], timeout=20)
