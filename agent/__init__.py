@@ -5,6 +5,8 @@ The public API, loaded on first use (importing ``pulsetrace`` does no work, star
     import pulsetrace
     pulsetrace.start()                      # or run under ``pulsetrace run -- CMD``
     from pulsetrace import business_operation, business_span, set_business_attributes, record_outcome
+    pulsetrace.metric("Revenue", 499.0, unit="None", method="upi")   # business metrics
+    pulsetrace.count("UserRegistrations", method="google")
     from pulsetrace.healthchecks import Probe, ProbeResult, Status   # custom probes
     pulsetrace.check()                      # one round of every probe, now: the details dict
 
@@ -27,9 +29,10 @@ if TYPE_CHECKING:
         set_business_attributes,
     )
     from pulsetrace.aws_lambda import lambda_handler
+    from pulsetrace.metrics.business import count, metric
     from pulsetrace.runtime import Agent
 
-__all__ = ["business_operation", "business_span", "check", "lambda_handler", "record_outcome",
+__all__ = ["business_operation", "business_span", "check", "count", "lambda_handler", "metric", "record_outcome",
            "set_business_attributes", "shutdown", "start"]
 
 _LAZY = {
@@ -38,6 +41,8 @@ _LAZY = {
     "record_outcome": "pulsetrace.instrumentation.business",
     "set_business_attributes": "pulsetrace.instrumentation.business",
     "lambda_handler": "pulsetrace.aws_lambda",
+    "metric": "pulsetrace.metrics.business",
+    "count": "pulsetrace.metrics.business",
 }
 
 

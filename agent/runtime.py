@@ -24,6 +24,7 @@ from pulsetrace.validation import load_config
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from pulsetrace.metrics.business import BusinessMetrics
     from pulsetrace.metrics.request_metrics import Recorder
     from pulsetrace.tracing.pipeline import SpanPipeline
     from pulsetrace.tracing.xray_remote_poller import SamplingPoller
@@ -43,6 +44,8 @@ class Agent:
     pipeline: SpanPipeline
     #: Per-request operation metrics (CloudWatch); ``None`` when metrics are off.
     recorder: Recorder | None = None
+    #: Business metrics (``pulsetrace.metric``/``count``), flushed with the request metrics; ``None`` when off.
+    business_metrics: BusinessMetrics | None = None
     instrumented: list[str] = field(default_factory=list)
     role: str = "app"
     #: Keeps the X-Ray centralized sampling rules fresh; ``None`` when ``xray_remote`` is off.
@@ -93,6 +96,12 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         from pulsetrace.metrics.request_metrics import build_recorder
 
         recorder = build_recorder(cfg, metrics)
+    business_metrics = None
+    if recorder is not None:
+        from pulsetrace.metrics.business import BusinessMetrics
+
+        # Same publisher: each process (every worker under ``pulsetrace run``) flushes its own.
+        business_metrics = BusinessMetrics(cfg, metrics, recorder.publisher)
     pipeline = SpanPipeline(
         exporters,
         metrics,
@@ -113,7 +122,8 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         shutdown_on_exit=False,
     )
     provider.add_span_processor(pipeline)
-    return Agent(config=cfg, metrics=metrics, provider=provider, pipeline=pipeline, recorder=recorder, role=role,
+    return Agent(config=cfg, metrics=metrics, provider=provider, pipeline=pipeline, recorder=recorder,
+                 business_metrics=business_metrics, role=role,
                  sampling_poller=remote[1] if remote is not None else None)
 
 
@@ -154,7 +164,7 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
             agent.recorder.start()
         if agent.sampling_poller is not None:
             agent.sampling_poller.start()
-        hooks.install(agent.recorder)
+        hooks.install(agent.recorder, agent.business_metrics)
         _AGENT = agent
         if not _ATEXIT_REGISTERED:
             atexit.register(_atexit_shutdown)

@@ -33,6 +33,9 @@ ExporterDropReason = Literal[
 #: Why metric data were lost (``metrics_dropped{reason}``).
 MetricDropReason = Literal[
     "buffer_full", "source_failed", "shutdown", "rejected", "record_failed", "invalid_value", "emf_write_failed",
+    # business metrics (pulsetrace.metric): a name that is not one, one of the agent's own, a unit CloudWatch
+    # does not know, more distinct names than metrics.cloudwatch.max_metrics
+    "invalid_metric", "reserved_name", "invalid_unit", "metric_budget",
 ]
 
 

@@ -36,6 +36,7 @@ import enum
 import functools
 import inspect
 import numbers
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,8 +47,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.config.schema import TIER_NAMES
+from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation.annotations import ANNOTATIONS_ATTR, merge_index_keys
 
 __all__ = ["business_operation", "business_span", "namespace_key", "record_outcome", "set_business_attributes"]
@@ -67,15 +68,39 @@ AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Seq
 class _Operation:
     """The business operation in progress in this context (for nested calls and record_outcome)."""
 
-    __slots__ = ("name", "tier", "span", "success", "reason", "index")
+    __slots__ = ("index", "name", "reason", "span", "success", "tier", "value", "value_key")
 
-    def __init__(self, name: str, tier: str, index: frozenset[str]) -> None:
+    def __init__(self, name: str, tier: str, index: frozenset[str], value_key: str | None = None,
+                 value: object = None) -> None:
         self.name = name
         self.tier = tier
         self.span: Span = trace.INVALID_SPAN
         self.success: bool | None = None
         self.reason: str | None = None
         self.index = index
+        #: The keyword whose value is recorded as a metric (``business_operation(value=...)``), and the value.
+        self.value_key = value_key
+        self.value = value
+
+
+class ValueMetric:
+    """``business_operation(..., value="amount", value_metric="Revenue")``: the value's sum by outcome."""
+
+    __slots__ = ("key", "name", "unit")
+
+    def __init__(self, operation: str, key: str, name: str | None, unit: str) -> None:
+        self.key = key
+        self.name = name or "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", f"{operation} {key}")
+                                    if p)
+        self.unit = unit
+
+    def record(self, operation: str, success: bool, value: object) -> None:
+        recorder = _hooks.metric_recorder
+        if recorder is None or value is None or isinstance(value, bool):
+            return
+        if isinstance(value, (decimal.Decimal, numbers.Real)):
+            recorder.record(self.name, float(value), self.unit,
+                            {"Operation": operation, "Outcome": "success" if success else "failure"})
 
 
 _CURRENT: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar("pulsetrace_business_operation",
@@ -231,13 +256,15 @@ def _finish(span: Span, token: object, exc: BaseException | None, success: bool,
 class _BusinessSpan:
     """The context manager behind :func:`business_span` and :func:`business_operation` (sync and async)."""
 
-    __slots__ = ("_name", "_tier", "_given", "_index", "_op", "_op_token", "_ctx_token", "_started")
+    __slots__ = ("_ctx_token", "_given", "_index", "_name", "_op", "_op_token", "_started", "_tier", "_value")
 
-    def __init__(self, name: str, tier: str, given: Mapping[str, object], index: frozenset[str]) -> None:
+    def __init__(self, name: str, tier: str, given: Mapping[str, object], index: frozenset[str],
+                 value: tuple[ValueMetric, object] | None = None) -> None:
         self._name = name
         self._tier = tier
         self._given = given
         self._index = index
+        self._value = value
         self._op: _Operation | None = None
         self._op_token: contextvars.Token[_Operation | None] | None = None
         self._ctx_token: object = None
@@ -246,7 +273,9 @@ class _BusinessSpan:
     def __enter__(self) -> Span:
         self._started = time.perf_counter()
         try:
-            op = _Operation(self._name, self._tier, self._index)
+            vm = self._value
+            op = _Operation(self._name, self._tier, self._index, vm[0].key if vm is not None else None,
+                            vm[1] if vm is not None else None)
             self._op = op
             self._op_token = _CURRENT.set(op)
             parent = trace.get_current_span()
@@ -286,6 +315,8 @@ class _BusinessSpan:
             recorder = _hooks.recorder
             if recorder is not None:
                 recorder.record(op.name, op.tier, latency_ms, not success and not fault, fault)
+            if self._value is not None:
+                self._value[0].record(op.name, success, op.value)
         except Exception:
             pass
         finally:
@@ -354,13 +385,18 @@ class _Capture:
 
 def business_operation(name: str, tier: str = DEFAULT_TIER,
                        attributes: Mapping[str, object] | Sequence[str] | None = None,
-                       index: Iterable[str] | None = None) -> Callable[[F], F]:
+                       index: Iterable[str] | None = None, *, value: str | None = None,
+                       value_metric: str | None = None, value_unit: str = "None") -> Callable[[F], F]:
     """Decorate a function, coroutine function or method as the business operation ``name``.
 
     ``attributes`` is either a mapping of fixed attributes, or a list of parameter
     names whose call values are recorded (``["order_id", "amount"]`` →
     ``order.id``, ``payment.amount``). ``index`` names attributes to make X-Ray
-    annotations. Generator functions are refused at decoration time (wrap the
+    annotations. ``value`` names a parameter (or an attribute set during the call with
+    :func:`set_business_attributes`) whose number is recorded as the business metric
+    ``value_metric`` (default: the operation and the key in CamelCase, ``PaymentCreateAmount``)
+    with dimensions ``Operation`` and ``Outcome``: ``value="amount", value_metric="Revenue"``
+    gives the revenue taken, and the revenue that failed. Generator functions are refused at decoration time (wrap the
     work inside them in :func:`business_span` instead): their body runs after the
     call returns, so the span would time nothing.
     """
@@ -370,6 +406,7 @@ def business_operation(name: str, tier: str = DEFAULT_TIER,
     names: Sequence[str] = () if attributes is None or isinstance(attributes, (Mapping, str)) else attributes
     if isinstance(attributes, str):
         names = (attributes,)
+    value_spec = ValueMetric(name, value, value_metric, value_unit) if value else None
 
     def decorate(fn: F) -> F:
         if isinstance(fn, (staticmethod, classmethod)):
@@ -380,6 +417,22 @@ def business_operation(name: str, tier: str = DEFAULT_TIER,
         if not callable(fn):
             raise TypeError(f"business_operation decorates functions, not {type(fn).__name__}")
         capture = _Capture(fn, names) if names else None
+        value_capture = None
+        if value_spec is not None:
+            try:
+                value_capture = _Capture(fn, (value_spec.key,))
+            except TypeError:  # not a parameter: an attribute set during the call
+                value_capture = None
+
+        def value_of(args: tuple[object, ...], kwargs: Mapping[str, object]) -> tuple[ValueMetric, object] | None:
+            if value_spec is None:
+                return None
+            if value_capture is None:
+                return value_spec, None
+            try:
+                return value_spec, value_capture(args, kwargs).get(value_spec.key)
+            except Exception:
+                return value_spec, None
 
         def given(args: tuple[object, ...], kwargs: Mapping[str, object]) -> Mapping[str, object]:
             if capture is None:
@@ -393,7 +446,7 @@ def business_operation(name: str, tier: str = DEFAULT_TIER,
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with _BusinessSpan(name, tier, given(args, kwargs), index_keys):
+                with _BusinessSpan(name, tier, given(args, kwargs), index_keys, value_of(args, kwargs)):
                     return await fn(*args, **kwargs)
 
             async_wrapper.__pulsetrace_business__ = name  # type: ignore[attr-defined]
@@ -401,7 +454,7 @@ def business_operation(name: str, tier: str = DEFAULT_TIER,
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _BusinessSpan(name, tier, given(args, kwargs), index_keys):
+            with _BusinessSpan(name, tier, given(args, kwargs), index_keys, value_of(args, kwargs)):
                 return fn(*args, **kwargs)
 
         wrapper.__pulsetrace_business__ = name  # type: ignore[attr-defined]
@@ -413,10 +466,12 @@ def business_operation(name: str, tier: str = DEFAULT_TIER,
 def set_business_attributes(**attributes: object) -> None:
     """Add attributes to the current span, named for the current business operation."""
     try:
+        op = _CURRENT.get()
+        if op is not None and op.value_key is not None and op.value_key in attributes:
+            op.value = attributes[op.value_key]  # the amount known only inside the call
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        op = _CURRENT.get()
         operation = op.name if op is not None else None
         indexed: list[str] = []
         for key, value in attributes.items():

@@ -25,17 +25,28 @@ class RequestRecorder(Protocol):
                routed: bool = True, status: int = 0) -> None: ...
 
 
+class MetricRecorder(Protocol):
+    """Aggregates business metrics (``pulsetrace.metric``/``count``): an in-memory update, never raises."""
+
+    def record(self, name: str, value: float, unit: str, dimensions: dict[str, object], kind: str = "metric",
+               ) -> None: ...
+
+
 #: The running agent's request recorder, or ``None`` (no agent, or metrics off).
 recorder: RequestRecorder | None = None
+#: The running agent's business metrics, or ``None`` (no agent, or metrics off).
+metric_recorder: MetricRecorder | None = None
 
 
-def install(request_recorder: RequestRecorder | None) -> None:
+def install(request_recorder: RequestRecorder | None, business_metrics: MetricRecorder | None = None) -> None:
     """Called by the runtime once the agent is built."""
-    global recorder
+    global recorder, metric_recorder
     recorder = request_recorder
+    metric_recorder = business_metrics
 
 
 def clear() -> None:
     """Called by the runtime at shutdown: the middleware goes back to recording nothing."""
-    global recorder
+    global recorder, metric_recorder
     recorder = None
+    metric_recorder = None

@@ -82,7 +82,8 @@ class _Builder:
             self.add(key, "must be a mapping", data, "a mapping of keys to values")
             return None
         hints = _hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        # A field may carry its YAML key (``lambda`` is a keyword in Python: the field is ``lambda_``).
+        fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
         for raw_name, value in data.items():
             name = str(raw_name)
@@ -92,15 +93,15 @@ class _Builder:
                          "one of " + ", ".join(sorted(fields)))
                 continue
             f = fields[name]
-            ok, converted = self.convert(hints[name], value, sub, f.metadata)
+            ok, converted = self.convert(hints[f.name], value, sub, f.metadata)
             if ok:
-                kwargs[name] = converted
+                kwargs[f.name] = converted
         for name, f in fields.items():
-            if name in kwargs:
+            if f.name in kwargs:
                 continue
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 if name not in data:
-                    self.add(f"{key}.{name}" if key else name, "is required", None, _type_name(hints[name]))
+                    self.add(f"{key}.{name}" if key else name, "is required", None, _type_name(hints[f.name]))
                 return None
         try:
             return cls(**kwargs)

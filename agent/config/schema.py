@@ -281,11 +281,127 @@ class CloudWatchConfig:
     failure_min_requests: int = field(default=20, metadata=_c(min=1))
     #: Prefix of alarm, dashboard and SNS topic names.
     alarm_prefix: str = "pulsetrace"
+    #: Operation → latency (milliseconds, at ``latency_percentile``) that raises an alarm.
+    latency_alarms: dict[str, float] = field(default_factory=dict, metadata=_c(min=0.001))
+    #: The percentile the latency alarms watch (``p50`` … ``p99.9``).
+    latency_percentile: str = "p99"
+    #: Every metric alarm's period, and how many of the last ``evaluation_periods`` must breach.
+    alarm_period: Duration = field(default=60.0, metadata=_c(min=10.0, max=86400.0))
+    evaluation_periods: int = field(default=5, metadata=_c(min=1, max=100))
+    datapoints_to_alarm: int = field(default=3, metadata=_c(min=1, max=100))
+    #: Service-wide fault rate (percent of requests that are faults, 5xx) over 5 minutes; 0: no alarm.
+    fault_rate_alarm: float = field(default=5.0, metadata=_c(min=0.0, max=100.0))
+    #: Service-wide faults (5xx) in 5 minutes above this raise an alarm; 0: no alarm.
+    fault_count_alarm: int = field(default=50, metadata=_c(min=0))
+    #: Operation → errors + faults in 5 minutes above which an alarm is raised ("> 10 payment errors").
+    error_count_alarms: dict[str, int] = field(default_factory=dict, metadata=_c(min=1))
+    #: A runbook link put into every alarm's description; ``{alarm}`` is replaced by the alarm's name.
+    runbook_url: str = ""
+    #: Runbook links for one probe, operation, business area or alarm (by name), ahead of ``runbook_url``.
+    runbooks: dict[str, str] = field(default_factory=dict)
+    #: ``HealthScore`` (0-100) below this raises a critical alarm; 0: no alarm.
+    health_score_alarm: float = field(default=85.0, metadata=_c(min=0.0, max=100.0))
+    #: Business area → the probes and operations in it, one composite alarm each ("payment system").
+    #: Empty: an area per first word of the alarmed business operations (``payment.create`` → ``payment``),
+    #: with the probes whose names start with that word.
+    areas: dict[str, list[str]] = field(default_factory=dict)
+    #: Business metrics (``pulsetrace.metric``): distinct metric names per process (more are dropped,
+    #: counted) and distinct values per metric and dimension (more are folded into ``other``, counted).
+    max_metrics: int = field(default=100, metadata=_c(min=1, max=10_000))
+    max_dimension_values: int = field(default=50, metadata=_c(min=1, max=10_000))
+
+
+@dataclass(frozen=True)
+class AlbResource:
+    """An Application Load Balancer (``AWS/ApplicationELB``); the ARN suffixes CloudWatch uses."""
+
+    load_balancer: str = ""       # app/NAME/ID
+    target_group: str = ""        # targetgroup/NAME/ID
+    #: HTTPCode_ELB_5XX + HTTPCode_Target_5XX as a percent of RequestCount (5 minutes).
+    error_5xx_percent: float = field(default=5.0, metadata=_c(min=0.0, max=100.0))
+    #: UnHealthyHostCount at or above this (per minute, 2 of 3 minutes).
+    unhealthy_hosts: int = field(default=1, metadata=_c(min=1))
+    #: TargetResponseTime p99 above this many milliseconds; 0: no alarm.
+    latency_ms: float = field(default=2000.0, metadata=_c(min=0.0))
+
+
+@dataclass(frozen=True)
+class RdsResource:
+    """An RDS instance or Aurora cluster (``AWS/RDS``)."""
+
+    instance: str = ""
+    cluster: str = ""
+    #: The engine's ``max_connections``: DatabaseConnections above ``connections_percent`` of it.
+    max_connections: int = field(default=100, metadata=_c(min=1))
+    connections_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
+    cpu_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
+    #: FreeStorageSpace below this many GiB (instances only); 0: no alarm.
+    free_storage_gb: float = field(default=5.0, metadata=_c(min=0.0))
+
+
+@dataclass(frozen=True)
+class EcsResource:
+    """An ECS service (``AWS/ECS``)."""
+
+    cluster: str = ""
+    service: str = ""
+    cpu_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
+    #: Consecutive minutes above ``cpu_percent`` before the alarm (the designs: 3).
+    cpu_periods: int = field(default=3, metadata=_c(min=1, max=100))
+    memory_percent: float = field(default=90.0, metadata=_c(min=0.0, max=100.0))
+
+
+@dataclass(frozen=True)
+class ElastiCacheResource:
+    """An ElastiCache (Redis) cluster (``AWS/ElastiCache``)."""
+
+    cluster: str = ""
+    memory_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
+    #: Evictions per 5 minutes above this.
+    evictions: int = field(default=0, metadata=_c(min=0))
+    cpu_percent: float = field(default=75.0, metadata=_c(min=0.0, max=100.0))
+
+
+@dataclass(frozen=True)
+class LambdaResource:
+    """Lambda functions (``AWS/Lambda``)."""
+
+    functions: list[str] = field(default_factory=list)
+    #: Duration p99 above this many milliseconds (the designs: 10 s).
+    duration_ms: float = field(default=10_000.0, metadata=_c(min=1.0))
+    #: Errors, and Throttles, in 5 minutes above these.
+    errors: int = field(default=0, metadata=_c(min=0))
+    throttles: int = field(default=0, metadata=_c(min=0))
+
+
+@dataclass(frozen=True)
+class ApiGatewayResource:
+    """A REST API stage (``AWS/ApiGateway``, dimensions ApiName and Stage)."""
+
+    api_name: str = ""
+    stage: str = ""
+    error_5xx_percent: float = field(default=5.0, metadata=_c(min=0.0, max=100.0))
+    latency_ms: float = field(default=1000.0, metadata=_c(min=0.0))
+
+
+@dataclass(frozen=True)
+class AwsResourcesConfig:
+    """The AWS resources around the service: alarms on their AWS metrics and widgets on a dashboard."""
+
+    alb: AlbResource | None = None
+    rds: RdsResource | None = None
+    ecs: EcsResource | None = None
+    elasticache: ElastiCacheResource | None = None
+    lambda_: LambdaResource | None = field(default=None, metadata=_c(key="lambda"))
+    apigateway: ApiGatewayResource | None = None
+    #: The alert tier each resource's alarms go to.
+    tier: Literal["critical", "warning", "business"] = "warning"
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+    aws_resources: AwsResourcesConfig = field(default_factory=AwsResourcesConfig)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def _mask_node(obj: object) -> object:
             if f.metadata.get("internal"):
                 continue
             value = getattr(obj, f.name)
-            out[f.name] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
+            out[f.metadata.get("key", f.name)] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
         return out
     if isinstance(obj, dict):
         return {k: _mask_secret(v) if is_secret_key(str(k)) else _mask_node(v) for k, v in obj.items()}

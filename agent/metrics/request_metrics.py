@@ -76,7 +76,8 @@ _SPLIT = re.compile(r"([/.:=,;\s]+)")
 _EMAIL = re.compile(r"[^/\s@]+@[^/\s@]+")
 
 
-def _looks_like_id(token: str) -> bool:
+def looks_like_id(token: str) -> bool:
+    """Digits, an e-mail, a UUID, long hex or a token-like string: never a dimension value."""
     if not token or token.startswith("{"):
         return False
     if token.isdigit() or "@" in token or _UUID.match(token):
@@ -105,7 +106,7 @@ def canonical_operation(operation: str) -> str:
     """``GET /users/8812/orders`` → ``GET /users/{id}/orders``; printable, ≤ 200 characters."""
     parts = _SPLIT.split(_EMAIL.sub("{id}", str(operation)))
     for i in range(0, len(parts), 2):
-        if _looks_like_id(parts[i]):
+        if looks_like_id(parts[i]):
             parts[i] = "{id}"
     return clean_dimension_value("".join(parts), limit=200)
 
