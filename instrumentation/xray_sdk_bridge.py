@@ -147,14 +147,17 @@ class _Bridge:
             # No span to hang it under (the SDK's "no segment found"), or the agent's own I/O
             # (the local store's sqlite3 writes, say, when patch_all patched sqlite3): nothing recorded.
             return self._unrecorded(name, namespace)
+        stack = _stack.get()
+        parent = next((e for e in reversed(stack) if e.type == "segment"), None)
+        if parent is None:
+            # No SDK segment open: the span we are under stands for it (pulsetrace's server span),
+            # or the segment the outermost subsegment was opened under.
+            parent = stack[0].parent_segment if stack else _entity_for_current_span()
         kind = SpanKind.CLIENT if namespace in ("remote", "aws") else SpanKind.INTERNAL
         span = self.tracer.start_span(name, kind=kind)
         token = otel_context.attach(trace.set_span_in_context(span))
-        stack = _stack.get()
-        parent = next((e for e in reversed(stack) if e.type == "segment"), None)
-        entity = XRayEntity(span, name, segment=False, owned=True, namespace=namespace, token=token,
-                            parent=parent or _entity_for_current_span())
-        _push(entity)
+        entity = XRayEntity(span, name, segment=False, owned=True, namespace=namespace, token=token, parent=parent)
+        _stack.set((*stack, entity))
         return entity
 
     def begin_subsegment_without_sampling(self, recorder: Any, name: str) -> XRayEntity:
@@ -221,6 +224,7 @@ _METHODS = ("begin_segment", "end_segment", "begin_subsegment", "begin_subsegmen
 
 
 def _never_raises(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method`` (a bound method of :class:`_Bridge`) as a recorder method that never raises."""
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
@@ -251,8 +255,7 @@ def activate(module: ModuleType, provider: TracerProvider, ours: Callable[[], It
     bridge = _Bridge(provider)
     originals: dict[str, Any] = {name: AWSXRayRecorder.__dict__[name] for name in (*_METHODS, "configure")}
     for name in _METHODS:
-        method = getattr(bridge, name)
-        setattr(AWSXRayRecorder, name, _never_raises(lambda self, *a, _m=method, **k: _m(self, *a, **k), name))
+        setattr(AWSXRayRecorder, name, _never_raises(getattr(bridge, name), name))
     original_configure = originals["configure"]
 
     def configure(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -76,13 +76,27 @@ class XRayEntity:
         self.owned = owned
         #: The context token of the span, detached when the entity ends.
         self.token = token
-        self.parent_segment = parent if parent is not None else self
+        self._parent = parent
         self._origin_header: Any = None
-        ctx = span.get_span_context()
-        self.trace_id = xray_trace_id(ctx.trace_id)
-        self.id = f"{ctx.span_id:016x}"
-        self.sampled = bool(ctx.trace_flags.sampled)
+        self._annotated: tuple[str, ...] | None = None
         self.in_progress = True
+
+    # The ids are read rarely (a response header, a log line): formatted when asked, not per call.
+    @property
+    def trace_id(self) -> str:
+        return xray_trace_id(self.span.get_span_context().trace_id)
+
+    @property
+    def id(self) -> str:
+        return f"{self.span.get_span_context().span_id:016x}"
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.span.get_span_context().trace_flags.sampled)
+
+    @property
+    def parent_segment(self) -> XRayEntity:
+        return self._parent if self._parent is not None else self
 
     # -- what the SDK's users call ---------------------------------------------------------------
 
@@ -91,8 +105,11 @@ class XRayEntity:
             _log.debug("annotation %r dropped: X-Ray indexes strings, numbers and booleans only", key)
             return
         self._set(key, value)
-        existing = (getattr(self.span, "attributes", None) or {}).get(ANNOTATIONS_ATTR)
-        self._set(ANNOTATIONS_ATTR, list(merge_index_keys(existing, (key,))))
+        if self._annotated is None:  # what other instrumentation already listed on this span, read once
+            self._annotated = merge_index_keys((getattr(self.span, "attributes", None) or {}).get(ANNOTATIONS_ATTR), ())
+        if key not in self._annotated:
+            self._annotated = (*self._annotated, key)
+            self._set(ANNOTATIONS_ATTR, self._annotated)
 
     def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
         if not isinstance(key, str) or not isinstance(namespace, str) or namespace.startswith("AWS."):

@@ -40,8 +40,11 @@ def test_capture_and_in_subsegment_are_children_of_the_current_span_with_annotat
         bridged: tuple[InMemorySpanExporter, Any, list[str]]) -> None:
     exporter, tracer, _ = bridged
 
+    segment_ids: list[str] = []
+
     @xray_recorder.capture("work")
     def work() -> None:
+        segment_ids.append(xray_recorder.current_segment().id)  # the server span stands for the segment
         xray_recorder.put_annotation("order_id", "42")
         xray_recorder.put_annotation("bad", {"not": "indexable"})
         xray_recorder.put_metadata("payload", [1, 2], "shop")
@@ -58,6 +61,7 @@ def test_capture_and_in_subsegment_are_children_of_the_current_span_with_annotat
             f"{root.get_span_context().trace_id:032x}"[8:]
     spans = {s.name: s for s in exporter.get_finished_spans()}
     root_id = spans["request"].context.span_id
+    assert segment_ids == [f"{root_id:016x}"]
     assert spans["work"].parent.span_id == root_id and spans["remote-call"].parent.span_id == root_id
     attrs = spans["work"].attributes
     assert attrs["order_id"] == "42" and "bad" not in attrs and list(attrs["aws.xray.annotations"]) == ["order_id"]
