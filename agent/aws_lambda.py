@@ -61,8 +61,12 @@ def lambda_config(cfg: Config, env: Mapping[str, str] | None = None) -> Config:
             metrics.cloudwatch, mode="emf", emf_output="stdout"))
     if "local" in tracing.exporters and not os.path.isabs(store.path):
         store = dataclasses.replace(store, path=os.path.join("/tmp", store.path))  # the one writable place
-    if cfg.metrics.cloudwatch.mode == "api" and not cfg.source:
-        metrics = dataclasses.replace(metrics, cloudwatch=dataclasses.replace(metrics.cloudwatch, mode="emf"))
+    if metrics.cloudwatch.mode != "off" and (metrics.cloudwatch.mode == "api"
+                                             or not metrics.cloudwatch.emf_output.startswith("file:")):
+        # No API calls from a function (a PutMetricData per invocation costs its latency) and no
+        # CloudWatch agent beside it: EMF on stdout, which Lambda already ships to CloudWatch Logs.
+        metrics = dataclasses.replace(metrics, cloudwatch=dataclasses.replace(
+            metrics.cloudwatch, mode="emf", emf_output="stdout"))
     service = cfg.service
     if function and service.name == "unknown_service":
         service = dataclasses.replace(service, name=function)

@@ -9,7 +9,7 @@ import pytest
 
 import pulsetrace
 from pulsetrace.aws_lambda import lambda_config, trigger_attributes
-from pulsetrace.config.schema import Config, StoreConfig, TracingConfig
+from pulsetrace.config.schema import CloudWatchConfig, Config, MetricsConfig, StoreConfig, TracingConfig
 
 LAMBDA_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "ap-south-1",
               "AWS_LAMBDA_FUNCTION_VERSION": "7", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512"}
@@ -60,6 +60,15 @@ def test_a_config_file_keeps_its_exporters_and_a_relative_store_moves_under_tmp(
                  source="pulsetrace.yaml")
     out = lambda_config(cfg, LAMBDA_ENV)
     assert out.tracing.exporters == ["local", "otlp"] and out.store.path == "/tmp/.pulsetrace"
+    assert out.metrics.cloudwatch.mode == "off"  # off stays off
+
+
+@pytest.mark.parametrize(("mode", "output"), [("api", "stdout"), ("emf", "tcp://127.0.0.1:25888")])
+def test_in_lambda_metrics_are_emf_on_stdout_never_api_calls(mode: str, output: str) -> None:
+    cfg = Config(metrics=MetricsConfig(cloudwatch=CloudWatchConfig(mode=mode, emf_output=output)),  # type: ignore[arg-type]
+                 source="pulsetrace.yaml")
+    out = lambda_config(cfg, LAMBDA_ENV)
+    assert (out.metrics.cloudwatch.mode, out.metrics.cloudwatch.emf_output) == ("emf", "stdout")
 
 
 class Context:
