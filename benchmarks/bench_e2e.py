@@ -61,7 +61,7 @@ from typing import Any
 import yaml
 
 from pulsetrace.demo.local_servers import PostgresServer, RedisServer, free_port, wait_port
-from benchmarks.e2e_load import WrkResult, post_script, run_wrk, tree_cpu_seconds, tree_rss_bytes
+from benchmarks.e2e_load import WrkResult, post_script, process_rss_bytes, run_wrk, tree_cpu_seconds, tree_rss_bytes
 from benchmarks.harness import Comparison
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,8 @@ class Variant:
     runs: list[WrkResult] = field(default_factory=list)
     cpu_per_req: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    #: RSS of the processes that serve requests (the tree without pulsetrace's supervisor).
+    app_rss: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -236,6 +238,8 @@ def _measure(v: Variant, seconds: float, script: Path) -> None:
     cpu0 = tree_cpu_seconds(v.proc.pid)
     result = run_wrk(v.url + "/orders", seconds, connections=CONNECTIONS, script=script)
     v.rss.append(float(tree_rss_bytes(v.proc.pid)))
+    supervisor = process_rss_bytes(v.proc.pid) if v.key.startswith("pt") else 0
+    v.app_rss.append(v.rss[-1] - supervisor)
     time.sleep(SETTLE_S)
     cpu1 = tree_cpu_seconds(v.proc.pid)
     if result.non_2xx or result.errors or v.proc.poll() is not None:
@@ -272,13 +276,13 @@ def _med(values: list[float]) -> float:
 
 
 def absolute_table(variants: list[Variant]) -> str:
-    lines = ["| configuration | req/s (median, min–max) | p50 | p99 | server CPU per request | RSS at load | "
+    lines = ["| configuration | req/s (median, min–max) | p50 | p99 | server CPU per request | RSS at load (tree) | "
              "business span | exported during the run |", "|---|---|---|---|---|---|---|---|"]
     for v in variants:
         rps = v.rps()
         lines.append(f"| {v.label} | {_med(rps):,.0f} ({min(rps):,.0f}–{max(rps):,.0f}) | {_med(v.p50()) * 1e3:.1f} ms"
                      f" | {_med(v.p99()) * 1e3:.1f} ms | {_med(v.cpu_per_req) * 1e6:,.0f} µs | "
-                     f"{_med(v.rss) / 2**20:,.0f} MiB | "
+                     f"{_med(v.rss) / 2**20:,.0f} MiB ({_med(v.app_rss) / 2**20:,.0f} MiB app) | "
                      f"{v.info.get('business_span', '?')} | {v.info.get('exported', '?')} |")
     return "\n".join(lines)
 
@@ -322,8 +326,11 @@ def comparisons(by: dict[str, Variant], rounds: int, seconds: float) -> list[Com
                    lean.rps(), goal=None, note="upstream with send/receive spans excluded and metrics/logs off"),
         Comparison("e2e RSS at steady load: 100 % vs upstream OTel", pt100.label, otel.label, "MiB",
                    [r / 2**20 for r in pt100.rss], [r / 2**20 for r in otel.rss], goal=("<=", 1.0),
-                   note="resident memory of the server's process tree (pulsetrace's supervisor included) at the end "
-                   "of each run"),
+                   note="resident memory of the server's process tree (pulsetrace's supervisor included: it runs "
+                   "the probes and /health, which upstream does not have) at the end of each run"),
+        Comparison("e2e RSS at steady load, app process: 100 % vs upstream OTel", pt100.label, otel.label, "MiB",
+                   [r / 2**20 for r in pt100.app_rss], [r / 2**20 for r in otel.app_rss], goal=None,
+                   note="the process serving requests only (pulsetrace's supervisor left out)"),
     ]
     for name, ours, peer in (("default tiers vs none", ptdef, bare), ("100 % vs X-Ray SDK", pt100, xray),
                              ("same work vs X-Ray SDK", ptsame, xray), ("100 % vs upstream OTel", pt100, otel)):

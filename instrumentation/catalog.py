@@ -110,7 +110,8 @@ def lean_hooks() -> dict[str, str]:
         from pulsetrace.instrumentation import clients
     except ImportError:
         return {}
-    table = getattr(clients, "LEAN_HOOKS", None)
+    enabled = getattr(clients, "enabled_hooks", None)  # honours PULSETRACE_LEAN_CLIENTS=0
+    table = enabled() if callable(enabled) else getattr(clients, "LEAN_HOOKS", None)
     return dict(table) if isinstance(table, dict) else {}
 
 

@@ -11,12 +11,18 @@ from contrib's.
 Every hook module offers ``instrument(provider=None)``, ``uninstrument()`` and
 ``is_instrumented()``; both calls are idempotent and every patch is undone.
 
+``PULSETRACE_LEAN_CLIENTS=0`` in the environment turns the table off: contrib's
+instrumentors are used for these libraries too (to compare, or if a lean hook misses
+something contrib records for you).
+
 This package's ``__init__`` never imports a hook or a library: the table is strings.
 """
 
 from __future__ import annotations
 
-__all__ = ["LEAN_HOOKS", "lean_hook_module"]
+import os
+
+__all__ = ["LEAN_HOOKS", "enabled_hooks", "lean_hook_module"]
 
 #: Library (the name ``tracing.instrumentations`` and auto.py use) → the module of its lean hook.
 LEAN_HOOKS: dict[str, str] = {
@@ -28,6 +34,13 @@ LEAN_HOOKS: dict[str, str] = {
 }
 
 
+def enabled_hooks() -> dict[str, str]:
+    """:data:`LEAN_HOOKS`, or nothing when ``PULSETRACE_LEAN_CLIENTS=0`` asks for contrib's instrumentors."""
+    if os.environ.get("PULSETRACE_LEAN_CLIENTS", "").strip().lower() in ("0", "false", "no", "off"):
+        return {}
+    return dict(LEAN_HOOKS)
+
+
 def lean_hook_module(library: str) -> str | None:
     """The module path of the lean hook for ``library``, or ``None`` when contrib's is used."""
-    return LEAN_HOOKS.get(library)
+    return enabled_hooks().get(library)

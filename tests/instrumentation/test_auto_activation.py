@@ -124,3 +124,23 @@ def test_libraries_imported_before_start_are_instrumented_at_once_without_deadlo
     """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert {"asgi", "botocore", "httpx", "redis"} <= set(eval(done.stdout.strip()))
+
+
+def test_lean_clients_off_falls_back_to_contribs_instrumentors(tmp_path: Path) -> None:
+    done = run_py("""
+        import pulsetrace
+        from pulsetrace.instrumentation import auto
+        from pulsetrace.instrumentation.clients import httpx_hook, redis_hook
+        pulsetrace.start()
+        import httpx, redis
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+        assert HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        assert RedisInstrumentor().is_instrumented_by_opentelemetry
+        assert not httpx_hook.is_instrumented() and not redis_hook.is_instrumented()
+        pulsetrace.shutdown(1.0)
+        assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+        print("ok")
+    """, tmp_path, env={"PULSETRACE_LEAN_CLIENTS": "0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
