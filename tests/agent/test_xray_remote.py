@@ -202,3 +202,15 @@ def test_a_forked_child_is_a_new_client_without_the_parents_quota() -> None:
     kept = [r.decide(i, "x", HTTP, "g") for i in range(5)]
     assert r.client_id != parent_id and restarted == [True]
     assert sum(bool(k and k[0]) for k in kept) == 1, "borrows until its own targets arrive"
+
+
+def test_an_endpoint_that_is_not_http_is_a_config_problem_naming_the_key() -> None:
+    from pulsetrace.config.problems import ConfigError
+    from pulsetrace.validation import config_from_mapping
+
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping({"tracing": {"sampling": {"xray_remote": {"endpoint": "ftp://daemon:2000"}}}}, env={})
+    assert [p.key for p in raised.value.problems] == ["tracing.sampling.xray_remote.endpoint"]
+    cfg = config_from_mapping({"tracing": {"sampling": {"xray_remote": {
+        "endpoint": "http://127.0.0.1:2000", "poll": "5m", "targets_poll": "10s"}}}}, env={})
+    assert (cfg.tracing.sampling.xray_remote.poll, cfg.tracing.sampling.xray_remote.targets_poll) == (300.0, 10.0)
