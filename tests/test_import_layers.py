@@ -69,6 +69,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.aws_lambda": 3,
     # 4: entry points
     "pulsetrace.cli": 4,
+    "pulsetrace.ui": 4,
     "pulsetrace.otel_distro": 4,
     "pulsetrace.boot": 4,
     "pulsetrace.__main__": 4,

@@ -198,17 +198,9 @@ def sla_report(cfg: Config, window: str, window_s: int, now: float) -> dict[str,
 
 
 def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    sign = "-" if seconds < 0 else ""
-    s = abs(seconds)
-    if s >= 86400:
-        return f"{sign}{int(s // 86400)}d{int(s % 86400 // 3600)}h"
-    if s >= 3600:
-        return f"{sign}{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    if s >= 60:
-        return f"{sign}{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{sign}{s:.0f}s" if s >= 1 or s == 0 else f"{sign}{s:.1f}s"
+    from pulsetrace.views.units import format_seconds
+
+    return format_seconds(seconds)
 
 
 def sla_table(report: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "servicemap": "pulsetrace.cli.servicemap",
     "cloudwatch": "pulsetrace.cli.cloudwatch",
     "demo": "pulsetrace.cli.demo",
+    "ui": "pulsetrace.cli.ui",
 }
 
 

@@ -121,9 +121,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         import asyncpg
 
         pool = await asyncpg.create_pool(os.environ["SHOP_DB_DSN"], min_size=1, max_size=4)
-        await pool.execute("CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, school_id text, total numeric, "
-                           "customer_email text)")
-        await pool.execute("CREATE TABLE IF NOT EXISTS cards (id text PRIMARY KEY, student_id text)")
+        async with pool.acquire() as conn:
+            # Every worker runs this at once; CREATE TABLE IF NOT EXISTS is not safe against itself
+            # (a duplicate-key error on the catalogue), so the workers take turns.
+            await conn.execute("SELECT pg_advisory_lock(74110)")
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, school_id text, "
+                                   "total numeric, customer_email text)")
+                await conn.execute("CREATE TABLE IF NOT EXISTS cards (id text PRIMARY KEY, student_id text)")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(74110)")
         _state["db"] = pool
     if os.environ.get("SHOP_REDIS_URL"):
         import redis.asyncio as aredis

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 
-from pulsetrace.views.servicemap import CLIENT_ID, Node, ServiceGraph
+from pulsetrace.views.servicemap import CLIENT_ID, Edge, Node, ServiceGraph
 
 COLOURS = {"ok": "#2e9f4f", "error": "#e0b100", "fault": "#d13212", "throttle": "#8a4fd6"}
 #: Plain-text glyphs: a page must not depend on an emoji font being installed.
@@ -137,7 +138,14 @@ def _fmt_ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
-def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subtitle: str = "") -> str:
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}" if whole else "0.0"
+
+
+def render_svg(graph: ServiceGraph, *, node_href: Callable[[Node], str] | None = None,
+               edge_href: Callable[[Edge], str] | None = None) -> str:
+    """The map as one ``<svg>`` element (every name escaped). With ``node_href``/``edge_href``
+    each node and edge is a link there; each carries its numbers as ``data-`` attributes."""
     pos, width, height = _layout(graph)
     window = graph.window_s()
     parts: list[str] = []
@@ -161,26 +169,34 @@ def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subt
         tip = (f"{graph.nodes[edge.source].name} → {graph.nodes[edge.target].name}\n{s.requests} requests, "
                f"{s.errors} errors, {s.faults} faults, {s.throttles} throttles\n"
                f"p50 {_fmt_ms(lat['p50'])}, p90 {_fmt_ms(lat['p90'])}, p99 {_fmt_ms(lat['p99'])}")
-        parts.append(
+        group = (
             f'<g class="edge" data-source="{_esc(edge.source)}" data-target="{_esc(edge.target)}" '
-            f'data-requests="{s.requests}" data-faults="{s.faults}"><title>{_esc(tip)}</title>'
+            f'data-requests="{s.requests}" data-faults="{s.faults}" data-rate="{_esc(rate)}" '
+            f'data-error-pct="{_pct(s.errors, s.requests)}" data-fault-pct="{_pct(s.faults, s.requests)}" '
+            f'data-p50="{lat["p50"]}" data-p99="{lat["p99"]}"><title>{_esc(tip)}</title>'
             f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="{colour}" stroke-width="2" '
             f'marker-end="url(#arrow)"/>'
+            f'<line class="hit" x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="transparent" '
+            f'stroke-width="12"/>'
             f'<text class="edge-label" x="{sx + (ex - sx) * 0.5:.1f}" y="{sy + (ey - sy) * 0.5 - 6:.1f}" '
             f'text-anchor="middle">{_esc(label)}</text></g>')
+        parts.append(f'<a class="edge-link" href="{_esc(edge_href(edge))}">{group}</a>' if edge_href else group)
     for node in graph.sorted_nodes():
         x, y = pos[node.id]
         r = _radius(node)
         s = node.stats
         lat = s.latency()
         state = health(node)
+        rate = f"{s.requests / (window / 60.0):.1f}/min" if window else f"{s.requests} req"
         tip = (f"{node.name} ({node.type})\n{s.requests} requests, {s.errors} errors, {s.faults} faults, "
                f"{s.throttles} throttles\np50 {_fmt_ms(lat['p50'])}, p90 {_fmt_ms(lat['p90'])}, "
                f"p99 {_fmt_ms(lat['p99'])}")
         name = node.name if len(node.name) <= 34 else node.name[:33] + "…"
-        parts.append(
+        group = (
             f'<g class="node node-{_esc(node.type)} health-{state}" data-id="{_esc(node.id)}" '
-            f'data-type="{_esc(node.type)}" data-health="{state}" data-requests="{s.requests}">'
+            f'data-type="{_esc(node.type)}" data-health="{state}" data-name="{_esc(node.name)}" '
+            f'data-requests="{s.requests}" data-rate="{_esc(rate)}" data-error-pct="{_pct(s.errors, s.requests)}" '
+            f'data-fault-pct="{_pct(s.faults, s.requests)}" data-p50="{lat["p50"]}" data-p99="{lat["p99"]}">'
             f'<title>{_esc(tip)}</title>'
             f'<circle class="body" cx="{x:.1f}" cy="{y:.1f}" r="{r - 4:.1f}" fill="#ffffff"/>'
             f'{_ring(node, x, y, r)}'
@@ -189,6 +205,13 @@ def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subt
             f'<text class="name" x="{x:.1f}" y="{y + r + 18:.1f}" text-anchor="middle">{_esc(name)}</text>'
             f'<text class="stats" x="{x:.1f}" y="{y + r + 34:.1f}" text-anchor="middle">'
             f'{s.requests} req · p99 {_esc(_fmt_ms(lat["p99"]))}</text></g>')
+        parts.append(f'<a class="node-link" href="{_esc(node_href(node))}">{group}</a>' if node_href else group)
+    summary = f"{len(graph.nodes)} nodes, {len(graph.edges)} edges, {graph.traces} traces"
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" id="servicemap" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(summary)}">' + "".join(parts) + "</svg>")
+
+
+def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subtitle: str = "") -> str:
     legend = "".join(f'<span class="key"><i style="background:{c}"></i>{k}</span>' for k, c in COLOURS.items())
     summary = f"{len(graph.nodes)} nodes, {len(graph.edges)} edges, {graph.traces} traces"
     return (
@@ -204,7 +227,5 @@ def render_html(graph: ServiceGraph, title: str = "pulsetrace service map", subt
         "</style></head><body>"
         f"<h1>{_esc(title)}</h1><p class=\"sub\">{_esc(subtitle or summary)}</p>"
         f"<p class=\"legend\">{legend}</p>"
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="servicemap" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(summary)}">'
-        + "".join(parts) + "</svg></body></html>\n"
+        + render_svg(graph) + "</body></html>\n"
     )
