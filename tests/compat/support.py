@@ -61,9 +61,10 @@ class RunningApp:
 
 def start_app(tmp: Path, name: str, command: list[str], *, port: int, cwd: Path,
               env: dict[str, str] | None = None, config_extra: dict[str, Any] | None = None,
-              wrapper: list[str] | None = None, wait: bool = True) -> RunningApp:
-    """``pulsetrace run --config C -- COMMAND`` (or ``wrapper + COMMAND``) with a local store of its own."""
-    store = tmp / f"store-{name}"
+              wrapper: list[str] | None = None, wait: bool = True, store: Path | None = None) -> RunningApp:
+    """``pulsetrace run --config C -- COMMAND`` (or ``wrapper + COMMAND``) with a local store of its own
+    (or ``store``, shared with another service of the same test)."""
+    store = store or tmp / f"store-{name}"
     config = write_config(tmp / f"pulsetrace-{name}.yaml", store, service=name, extra=config_extra)
     log = tmp / f"{name}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSETRACE_", "OTEL_"))}
