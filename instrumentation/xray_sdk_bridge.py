@@ -164,13 +164,13 @@ class _Bridge:
         return self._unrecorded(name, "local")
 
     @staticmethod
-    def _unrecorded(name: str, namespace: str) -> XRayEntity:
+    def _unrecorded(name: str, namespace: str, *, segment: bool = False) -> XRayEntity:
         """An entity that records nothing, for callers that need one to hold (``sampled`` is false)."""
         parent = trace.get_current_span().get_span_context()
         span = NonRecordingSpan(SpanContext(parent.trace_id if parent.is_valid else random.getrandbits(128),
                                             random.getrandbits(64), is_remote=False))
         token = otel_context.attach(trace.set_span_in_context(span))
-        entity = XRayEntity(span, name, segment=False, owned=True, namespace=namespace, token=token)
+        entity = XRayEntity(span, name, segment=segment, owned=True, namespace=namespace, token=token)
         _push(entity)
         return entity
 
@@ -230,6 +230,14 @@ def _never_raises(method: Callable[..., Any], name: str) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         except Exception:
             _log.debug("X-Ray SDK bridge: %s failed", name, exc_info=True)
+            if name.startswith("begin_"):
+                # Callers use what begin_* returns at once (XRayMiddleware does): an entity that
+                # records nothing, never None.
+                try:
+                    return _Bridge._unrecorded(str(args[0]) if args else "segment", "local",
+                                              segment=name == "begin_segment")
+                except Exception:
+                    return None
             return False if name in ("end_subsegment", "is_sampled") else None
 
     call.__name__ = name

@@ -154,3 +154,24 @@ def test_patch_skips_what_pulsetrace_instruments_and_patches_the_rest(
     seen.clear()
     xray_core.patch(("botocore",))
     assert seen == []
+
+
+def test_a_failure_inside_the_bridge_gives_the_caller_an_entity_and_never_an_exception(
+        bridged: tuple[InMemorySpanExporter, Any, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import Tracer
+
+    exporter, tracer, _ = bridged
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer on fire")
+
+    with tracer.start_as_current_span("request"):
+        monkeypatch.setattr(Tracer, "start_span", broken)
+        with xray_recorder.in_subsegment("work") as sub:
+            assert sub.sampled is False
+            sub.put_annotation("still", "fine")
+        segment = xray_recorder.begin_segment("middleware-like")   # borrows: no span to start
+        segment.put_http_meta("method", "GET")
+        xray_recorder.end_segment()
+    monkeypatch.undo()
+    assert [s.name for s in exporter.get_finished_spans()] == ["request"]
