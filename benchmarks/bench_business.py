@@ -208,11 +208,10 @@ def unsampled(rounds: int, n: int, *, keep_errors: bool) -> Comparison:
     ours(), peer()
     o, p = interleaved(rounds, ours, peer)
     if keep_errors:
-        return Comparison("business span in an unsampled trace, keep-errors on", "business_span, RECORD_ONLY",
+        return Comparison("business span in an unsampled trace, keep-errors on", "business_span, light (recorded trace)",
                           "SDK non-recording span", "s", o, p, goal=("<=", 1.5),
-                          note="the trace is recorded so that a failure can be kept; dropped at the local root. "
-                          "The business span is still an SDK RECORD_ONLY span (the light path covers the lean "
-                          "client hooks' spans only)")
+                          note="the trace is recorded so that a failure can be kept: the business span is a light "
+                          "span (plain fields, one ReadableSpan to the keep-errors buffer at its end), no SDK span")
     return Comparison("business span in an unsampled trace", "business_span, 5 attrs (no span made)",
                       "SDK non-recording span, 5 attrs", "s", o, p, goal=("<=", 0.5),
                       note="keep-errors off: the operation is timed and counted, no span object is created")

@@ -45,11 +45,12 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from pulsetrace.config.schema import TIER_NAMES
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation.annotations import ANNOTATIONS_ATTR, merge_index_keys
+from pulsetrace.instrumentation.clients.light import LightSink, light_child, sink_for
 
 __all__ = ["business_operation", "business_span", "namespace_key", "record_outcome", "set_business_attributes"]
 
@@ -106,6 +107,7 @@ class ValueMetric:
 _CURRENT: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar("pulsetrace_business_operation",
                                                                              default=None)
 _tracer_cache: tuple[trace.TracerProvider, trace.Tracer] | None = None
+_light_cache: tuple[trace.TracerProvider, LightSink | None] | None = None
 #: operation prefix → keyword → attribute name.
 _key_cache: dict[str, dict[str, str]] = {}
 
@@ -119,6 +121,18 @@ def _tracer() -> trace.Tracer:
     tracer = provider.get_tracer(TRACER_NAME)
     _tracer_cache = (provider, tracer)
     return tracer
+
+
+def _light_sink() -> LightSink | None:
+    """Where business spans of recorded, unsampled traces go without an SDK span (:mod:`.light`)."""
+    global _light_cache
+    provider = trace.get_tracer_provider()
+    cached = _light_cache
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    sink = sink_for(provider, TRACER_NAME)
+    _light_cache = (provider, sink)
+    return sink
 
 
 def namespace_key(operation: str | None, key: str) -> str:
@@ -168,10 +182,11 @@ def _coerce(value: object) -> AttributeValue | None:
 def _attributes(operation: str, tier: str, given: Mapping[str, object], index: frozenset[str]) -> dict[str, Any]:
     # The outcome starts as success (one attribute write less on the common path); a failure overwrites it.
     attrs: dict[str, Any] = {OPERATION_ATTR: operation, TIER_ATTR: tier, OUTCOME_ATTR: "success"}
+    names = _key_cache.get(operation.split(".", 1)[0]) or {}  # one prefix lookup per span, not one per key
     for key, value in given.items():
         coerced = _coerce(value)
         if coerced is not None:
-            attrs[namespace_key(operation, key)] = coerced
+            attrs[names.get(key) or namespace_key(operation, key)] = coerced
     if index:
         listed = [k for k in index if k in attrs]
         if listed:
@@ -284,8 +299,10 @@ class _BusinessSpan:
                 # Not sampled and nothing records this trace: no span at all, only the metrics.
                 op.span = parent
                 return parent
-            span = _tracer().start_span(self._name,
-                                        attributes=_attributes(self._name, self._tier, self._given, self._index))
+            attributes = _attributes(self._name, self._tier, self._given, self._index)
+            # Recorded only so that keep-errors can keep it: a light span unless the trace is kept.
+            span = light_child(_light_sink(), self._name, parent, attributes, SpanKind.INTERNAL) \
+                or _tracer().start_span(self._name, attributes=attributes)
             self._ctx_token = otel_context.attach(trace.set_span_in_context(span))
             op.span = span
             return span

@@ -26,12 +26,12 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from pulsetrace.instrumentation.clients.light import ClientTracer
+from pulsetrace.instrumentation.clients.light import light_child, sink_for
 from pulsetrace.instrumentation.clients.semconv import http_response_attributes
 
-__all__ = ["PROPAGATE", "SKIP", "TRACE", "LeanHook", "Patches", "await_in_span", "current", "decide", "end_http_span",
+__all__ = ["ClientTracer", "PROPAGATE", "SKIP", "TRACE", "LeanHook", "Patches", "await_in_span", "current", "decide", "end_http_span",
            "fail_span", "inject", "run_in_span",
            "start_client_span"]
 
@@ -43,6 +43,7 @@ TRACE: Final = 2
 
 #: The key older instrumentations set as a plain string (opentelemetry-instrumentation still honours it).
 _SUPPRESS_PLAIN: Final = "suppress_instrumentation"
+_CLIENT = SpanKind.CLIENT
 _get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
 
@@ -59,11 +60,30 @@ def decide(ctx: otel_context.Context, http: bool = False) -> int:
     return TRACE
 
 
+class ClientTracer:
+    """Starts the lean hooks' client spans: an SDK span, or a light one in a recorded, unsampled trace.
+
+    See :mod:`pulsetrace.instrumentation.clients.light`.
+    """
+
+    def __init__(self, tracer: Tracer, provider: TracerProvider | None, scope_name: str) -> None:
+        self.tracer = tracer
+        self._sink = sink_for(provider if provider is not None else trace.get_tracer_provider(), scope_name)
+
+    def start(self, name: str, ctx: otel_context.Context, attributes: Mapping[str, Any]) -> Span:
+        """A client span child of the current span in ``ctx`` (not made current)."""
+        light = light_child(self._sink, name, _get_current_span(ctx), attributes, _CLIENT)
+        if light is not None:
+            return light
+        return self.tracer.start_span(name, ctx, _CLIENT, attributes, record_exception=False,
+                                      set_status_on_exception=False)
+
+
 def start_client_span(tracer: ClientTracer, name: str, ctx: otel_context.Context,
                       attributes: Mapping[str, Any]) -> Span:
     """A client span child of ``ctx`` (not made current: the caller decides whether it must be).
 
-    An SDK span, or a light one in a trace that is recorded but not sampled (:mod:`.light`).
+    An SDK span, or a light one in a trace that is recorded but not sampled.
     """
     return tracer.start(name, ctx, attributes)
 

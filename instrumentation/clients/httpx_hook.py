@@ -19,9 +19,9 @@ from typing import Any
 from opentelemetry.trace import set_span_in_context
 
 from pulsetrace.instrumentation.clients.base import (
-    PROPAGATE, SKIP, LeanHook, Patches, current, decide, end_http_span, fail_span, inject, start_client_span,
+    PROPAGATE, SKIP, ClientTracer, LeanHook, Patches, current, decide, end_http_span, fail_span, inject,
+    start_client_span,
 )
-from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import http_attributes, http_span_name
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]

@@ -1,18 +1,20 @@
-"""Client spans of traces that are recorded but not sampled, without an SDK span (the light keep-errors path).
+"""Spans of traces that are recorded but not sampled, without an SDK span (the light keep-errors path).
 
 With keep-errors on, a trace the sampler did not pick is still recorded (``RECORD_ONLY``) so
 that its local part can be exported if it fails or is slow; most such traces are then
-forgotten. For the lean hooks' client spans in such a trace, :class:`ClientTracer` hands
-out a :class:`LightSpan` instead of an SDK span: no sampler call, no span lock, no
+forgotten. For the lean hooks' client spans and the business spans in such a trace (a child
+of a recorded, unsampled local span), :func:`light_child` gives a :class:`LightSpan` instead
+of an SDK span: no sampler call, no span lock, no
 ``BoundedAttributes``, no ``on_start`` round, and at the end one ``ReadableSpan`` given to
 the provider's span processors, exactly what the SDK gives them for a ``RECORD_ONLY`` span
 (so the keep-errors buffer holds it and exports it only if the trace is kept). Names,
 attributes, status, events and times are the ones an SDK span would have had; the limits of
 the provider's ``SpanLimits`` on attribute count and length are applied at the end.
 
-Sampled traces and calls without a parent go through the SDK tracer as before. A provider
-that is not the SDK's (no span processors to hand the span to) gets SDK-API spans only.
-Never raises into the caller from its own code.
+A light span can be made current: children see a recording, unsampled parent (the sampler
+gives SDK children ``RECORD_ONLY``, the lean hooks light ones). Sampled traces and spans
+without a parent go through the SDK tracer as before. A provider that is not the SDK's (no
+span processors to hand the span to) gets SDK spans only. Never raises into the caller.
 """
 
 from __future__ import annotations
@@ -27,15 +29,14 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["ClientTracer", "LightSpan"]
+__all__ = ["LightSink", "LightSpan", "light_child", "sink_for"]
 
-_CLIENT = SpanKind.CLIENT
 _UNSET = Status(StatusCode.UNSET)
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
 
 
-class _Sink:
+class LightSink:
     """Where a light span goes when it ends: the SDK provider's processors, resource and limits."""
 
     __slots__ = ("processor", "resource", "scope", "ids", "max_attributes", "max_length", "max_events")
@@ -53,7 +54,8 @@ class _Sink:
         self.max_events: int | None = limits.max_events
 
 
-def _sink_for(provider: Any, scope_name: str) -> _Sink | None:
+def sink_for(provider: Any, scope_name: str) -> LightSink | None:
+    """Where light spans of ``scope_name`` go for ``provider``, or ``None`` when it is not the SDK's."""
     try:
         from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     except ImportError:
@@ -61,19 +63,21 @@ def _sink_for(provider: Any, scope_name: str) -> _Sink | None:
     if not isinstance(provider, SdkTracerProvider):
         return None
     try:
-        return _Sink(provider, scope_name)
+        return LightSink(provider, scope_name)
     except AttributeError:  # an SDK whose internals moved: use its spans
         return None
 
 
 class LightSpan(Span):
-    """A client span of an unsampled, recorded trace: plain fields until it ends."""
+    """A span of an unsampled, recorded trace: plain fields until it ends."""
 
-    __slots__ = ("_sink", "_name", "_context", "_parent", "_attributes", "_start", "_status", "_events", "_ended")
+    __slots__ = ("_sink", "_name", "_kind", "_context", "_parent", "_attributes", "_start", "_status", "_events",
+                 "_ended")
 
-    def __init__(self, sink: _Sink, name: str, context: SpanContext, parent: SpanContext,
-                 attributes: Mapping[str, Any]) -> None:
+    def __init__(self, sink: LightSink, name: str, context: SpanContext, parent: SpanContext,
+                 attributes: Mapping[str, Any], kind: SpanKind) -> None:
         self._sink = sink
+        self._kind = kind
         self._name = name
         self._context = context
         self._parent = parent
@@ -88,6 +92,10 @@ class LightSpan(Span):
 
     def is_recording(self) -> bool:
         return not self._ended
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._attributes
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         self._attributes[key] = value
@@ -150,26 +158,17 @@ class LightSpan(Span):
         if sink.max_attributes is not None and len(attrs) > sink.max_attributes:
             attrs = dict(list(attrs.items())[:sink.max_attributes])
         return ReadableSpan(name=self._name, context=self._context, parent=self._parent, resource=sink.resource,
-                            attributes=attrs, events=self._events, kind=_CLIENT, status=self._status,
+                            attributes=attrs, events=self._events, kind=self._kind, status=self._status,
                             start_time=self._start, end_time=end_time, instrumentation_scope=sink.scope)
 
 
-class ClientTracer:
-    """Starts the lean hooks' client spans: an SDK span, or a :class:`LightSpan` in a recorded, unsampled trace."""
-
-    def __init__(self, tracer: Tracer, provider: TracerProvider | None, scope_name: str) -> None:
-        self.tracer = tracer
-        self._sink = _sink_for(provider if provider is not None else trace.get_tracer_provider(), scope_name)
-
-    def start(self, name: str, ctx: Context, attributes: Mapping[str, Any]) -> Span:
-        """A client span child of the current span in ``ctx`` (not made current)."""
-        sink = self._sink
-        if sink is not None:
-            parent = _get_current_span(ctx)
-            pctx = parent.get_span_context()
-            if pctx.is_valid and not pctx.trace_flags.sampled and parent.is_recording():
-                context = SpanContext(pctx.trace_id, sink.ids.generate_span_id(), False, pctx.trace_flags,
-                                      pctx.trace_state)
-                return LightSpan(sink, name, context, pctx, attributes)
-        return self.tracer.start_span(name, ctx, _CLIENT, attributes, record_exception=False,
-                                      set_status_on_exception=False)
+def light_child(sink: LightSink | None, name: str, parent: Span, attributes: Mapping[str, Any],
+                kind: SpanKind) -> LightSpan | None:
+    """A light span child of ``parent`` when ``parent`` is a recording span of an unsampled trace, else ``None``."""
+    if sink is None:
+        return None
+    pctx = parent.get_span_context()
+    if not pctx.is_valid or pctx.trace_flags.sampled or not parent.is_recording():
+        return None
+    context = SpanContext(pctx.trace_id, sink.ids.generate_span_id(), False, pctx.trace_flags, pctx.trace_state)
+    return LightSpan(sink, name, context, pctx, attributes, kind)

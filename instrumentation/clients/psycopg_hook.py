@@ -18,9 +18,8 @@ from typing import Any
 
 
 from pulsetrace.instrumentation.clients.base import (
-    TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
+    ClientTracer, TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
 )
-from pulsetrace.instrumentation.clients.light import ClientTracer
 from pulsetrace.instrumentation.clients.semconv import db_attributes, sql_operation
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]

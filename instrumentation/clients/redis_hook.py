@@ -20,9 +20,8 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from pulsetrace.instrumentation.clients.base import (
-    TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
+    ClientTracer, TRACE, LeanHook, Patches, await_in_span, current, decide, run_in_span, start_client_span,
 )
-from pulsetrace.instrumentation.clients.light import ClientTracer
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -84,7 +83,8 @@ def _pipeline(pipe: Any) -> tuple[str, dict[str, Any]]:
     return name, _connection_attributes(pipe, attrs)
 
 
-def _start(tracer: ClientTracer, ctx: Any, describe: Callable[..., tuple[str, dict[str, Any]]], *what: Any) -> Span | None:
+def _start(tracer: ClientTracer, ctx: Any, describe: Callable[..., tuple[str, dict[str, Any]]],
+           *what: Any) -> Span | None:
     try:
         name, attrs = describe(*what)
     except Exception:  # an odd command costs its span, never the call

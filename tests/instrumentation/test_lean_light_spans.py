@@ -130,3 +130,48 @@ def test_sampled_traces_still_get_sdk_spans(server: LoopbackHTTP) -> None:
     spans = run_traced(provider, collect, lambda: httpx.get(server.url + "/a"))
     assert len(spans) == 1 and spans[0].context.trace_flags.sampled
     assert type(spans[0]).__module__.startswith("opentelemetry.sdk")
+
+
+def _business_work() -> None:
+    from pulsetrace.instrumentation import business_span, set_business_attributes
+
+    with pytest.raises(RuntimeError):
+        with business_span("order.create", tier="business", index=["order_id"], order_id="o-1", amount=12.5):
+            set_business_attributes(method="upi")
+            raise RuntimeError("payment gateway said no")
+
+
+def test_business_span_in_a_recorded_unsampled_trace_is_light_and_equals_the_sdk_one(
+        clean_agent: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    from pulsetrace.instrumentation import business
+    from tests.otel_globals import reset_otel_globals
+
+    def business_spans(light_on: bool) -> tuple[list[ReadableSpan], int, list[str]]:
+        reset_otel_globals()
+        provider, collect = recorded_unsampled()
+        trace.set_tracer_provider(provider)
+        made: list[str] = []
+        original = Tracer.start_span
+
+        def counting(self: Tracer, name: str, *args: Any, **kwargs: Any) -> Any:
+            made.append(name)
+            return original(self, name, *args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(Tracer, "start_span", counting)
+            if not light_on:
+                m.setattr(business, "_light_sink", lambda: None)
+            spans = run_traced(provider, collect, _business_work)
+        root = next(s for s in collect.ended if s.name == "root").context.span_id
+        return spans, root, made
+
+    light, light_root, made_light = business_spans(True)
+    sdk, sdk_root, made_sdk = business_spans(False)
+    assert made_light == ["root"] and made_sdk == ["root", "order.create"]
+    assert [view(s, light_root) for s in light] == [view(s, sdk_root) for s in sdk]
+    (span,) = light
+    attrs = span.attributes or {}
+    assert attrs["business.outcome"] == "failure" and "upi" in attrs.values(), attrs
+    assert span.status.status_code.name == "ERROR" and [e.name for e in span.events] == ["exception"]
