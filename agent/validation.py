@@ -56,16 +56,30 @@ def _xray_remote_checks(cfg: Config) -> list[Problem]:
     return config_problems(cfg)
 
 
+def _alerts_checks(cfg: Config) -> list[Problem]:
+    if not (cfg.alerts.channels or cfg.alerts.routes or cfg.alerts.silences):
+        return []
+    from pulsetrace.alerts.channels import channel_problems
+    from pulsetrace.alerts.routing import config_problems
+
+    problems = [Problem(key, problem, got, expected) for key, problem, got, expected in config_problems(cfg.alerts)]
+    for i, channel in enumerate(cfg.alerts.channels):
+        problems.extend(Problem(key, problem, expected=expected)
+                        for key, problem, expected in channel_problems(f"alerts.channels[{i}]", channel))
+    return problems
+
+
 def components() -> Components:
     """The registered names and the components' checks, as they are now."""
+    from pulsetrace.alerts.channels import CHANNELS
     from pulsetrace.exporters import EXPORTERS
     from pulsetrace.healthchecks.registry import probe_types
     from pulsetrace.instrumentation.auto import instrumentation_names
 
     return Components(
         choice_sets={"exporter": tuple(EXPORTERS), "probe_type": probe_types(),
-                     "instrumentation": instrumentation_names()},
-        checks=(_probe_checks, _cloudwatch_checks, _xray_rules_checks, _xray_remote_checks),
+                     "instrumentation": instrumentation_names(), "alert_channel": tuple(CHANNELS)},
+        checks=(_probe_checks, _cloudwatch_checks, _xray_rules_checks, _xray_remote_checks, _alerts_checks),
     )
 
 

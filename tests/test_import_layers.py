@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.metrics": 2,
     "pulsetrace.exporters": 2,
     "pulsetrace.views": 2,
+    "pulsetrace.alerts": 2,
     # 3: composition
     "pulsetrace.runtime": 3,
     "pulsetrace.validation": 3,

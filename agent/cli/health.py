@@ -87,6 +87,9 @@ async def _serve(cfg: Config) -> int:
         from pulsetrace.metrics.health_metrics import wire_health_metrics
 
         publisher = wire_health_metrics(cfg, service.add_snapshot_listener, metrics)
+    from pulsetrace.cli.run import start_alerts
+
+    alerts = start_alerts(cfg, service.add_snapshot_listener, metrics)
     port = service.server.port if service.server is not None else 0
     host = cfg.health.listen.rpartition(":")[0] or "127.0.0.1"
     sys.stderr.write(f"pulsetrace: health on http://{host}:{port}/health ({len(service.probes)} probes)\n")
@@ -95,6 +98,8 @@ async def _serve(cfg: Config) -> int:
         await stop.wait()
     finally:
         await service.stop(2.0)
+        if alerts is not None:
+            await asyncio.to_thread(alerts.stop, 2.0)
         if publisher is not None:
             await asyncio.to_thread(publisher.shutdown, 2.0)
     return 0

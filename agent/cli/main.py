@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "cloudwatch": "pulsetrace.cli.cloudwatch",
     "demo": "pulsetrace.cli.demo",
     "ui": "pulsetrace.cli.ui",
+    "alert": "pulsetrace.cli.alerts",
+    "alerts": "pulsetrace.cli.alerts",
 }
 
 

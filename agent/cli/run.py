@@ -68,8 +68,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any]:
-    """The container's health service (and its CloudWatch publisher when metrics are on)."""
+def start_alerts(cfg: Any, add_listener: Any, metrics: Any) -> Any:
+    """The container's alert service, listening to the health snapshots; ``None`` without channels."""
+    if not cfg.alerts.channels:
+        return None
+    from pulsetrace.alerts.service import AlertService
+
+    try:
+        service = AlertService(cfg, metrics)
+        service.start()
+    except Exception as exc:  # alerts must never stop the app from starting
+        sys.stderr.write(f"pulsetrace: alerts not started: {type(exc).__name__}: {exc}\n")
+        return None
+    add_listener(service.on_snapshot)
+    return service
+
+
+def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any, Any]:
+    """The container's health service (and its CloudWatch publisher and alerts, when configured)."""
     from pulsetrace.healthchecks.service import start_in_thread
     from pulsetrace.selfmetrics import SelfMetrics
 
@@ -78,21 +94,23 @@ def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any]:
         handle = start_in_thread(cfg, child_alive=child_alive, metrics=metrics)
     except OSError as exc:  # e.g. the health port is taken: the app still runs
         sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
-        return None, None
+        return None, None, None
     publisher = None
     if cfg.metrics.cloudwatch.mode != "off":
         from pulsetrace.metrics.health_metrics import wire_health_metrics
 
         publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, metrics)
-    return handle, publisher
+    return handle, publisher, start_alerts(cfg, handle.add_snapshot_listener, metrics)
 
 
-def _stop_in_background(health: Any, publisher: Any) -> None:
+def _stop_in_background(health: Any, publisher: Any, alerts: Any = None) -> None:
     """Stop the health service and publisher, waiting at most ~1 s: the child has already exited."""
 
     def stop() -> None:
         if health is not None:
             health.stop(0.5)
+        if alerts is not None:
+            alerts.stop(0.5)
         if publisher is not None:
             publisher.shutdown(0.4)
 
@@ -139,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             pass
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
-    health = publisher = None
+    health = publisher = alerts = None
     try:
         # At a terminal the child stays in our process group, so it can read the terminal
         # (a debugger, a prompt) and Ctrl-C / Ctrl-Z reach it directly. Otherwise (containers,
@@ -149,10 +167,10 @@ def run(args: argparse.Namespace) -> int:
         for signum in pending:
             proc.send_signal(signum)
         if cfg.health.enabled and not args.no_health:
-            health, publisher = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+            health, publisher, alerts = _start_health(cfg, child_alive=lambda: proc.poll() is None)
         code = proc.wait()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _stop_in_background(health, publisher)
+        _stop_in_background(health, publisher, alerts)
     return 128 - code if code < 0 else code

@@ -200,7 +200,7 @@ def status_command(args: argparse.Namespace) -> int:
     store = _open(args)
     info: dict[str, Any] = {"store": str(store.dir.resolve()), "exists": store.exists(), "spans": 0,
                             "size_bytes": 0, "processes": 0, "oldest": None, "newest": None,
-                            "exported": {}, "dropped": {}}
+                            "exported": {}, "dropped": {}, "alerts": {"sent": {}, "dropped": {}}}
     if store.exists():
         try:
             conn = store.connect()
@@ -213,6 +213,8 @@ def status_command(args: argparse.Namespace) -> int:
             for (name, reason), value in sorted(store.counters().items()):
                 if name in ("spans_exported", "spans_dropped"):
                     info["exported" if name == "spans_exported" else "dropped"][reason or "unknown"] = int(value)
+                elif name in ("alerts_sent", "alerts_dropped"):  # by channel / by reason:channel
+                    info["alerts"][name.split("_")[1]][reason or "unknown"] = int(value)
         except sqlite3.Error as exc:
             raise _store_error(store, exc) from None
         finally:
@@ -242,4 +244,5 @@ def _status_lines(info: dict[str, Any]) -> list[str]:
         f"processes  {info['processes']} reported",
         f"exported   {by_reason(info['exported'])}",
         f"dropped    {by_reason(info['dropped'])}",
-    ]
+    ] + ([f"alerts     sent {by_reason(info['alerts']['sent'])}; dropped {by_reason(info['alerts']['dropped'])}"]
+         if info["alerts"]["sent"] or info["alerts"]["dropped"] else [])

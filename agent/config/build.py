@@ -229,7 +229,9 @@ class _Builder:
 
 #: Keys whose float values are durations.
 DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
-                            "shutdown_timeout", "poll", "targets_poll", "fallback_after"})
+                            "shutdown_timeout", "poll", "targets_poll", "fallback_after", "group_wait",
+                            "repeat_interval", "failure_window", "drop_window", "evaluate_interval",
+                            "delivery_deadline"})
 
 
 def build_config(cls: type, data: object,

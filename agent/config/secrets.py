@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pulsetrace.config.schema import Config
 
 __all__ = ["MASK", "NOT_AN_EXCEPTION_NAME", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "is_secret_key", "is_secret_query_name",
-           "mask_url", "masked_dict", "secret_key_regex"]
+           "mask_url", "mask_url_path", "masked_dict", "secret_key_regex"]
 
 MASK = "****"
 
@@ -37,7 +37,8 @@ MASK = "****"
 #: a compound word be written with a separator).
 SECRET_WORDS: tuple[str, ...] = (
     r"pass(?:word|wd|phrase)", r"secret", r"token", r"api[_.\-]?key", r"access[_.\-]?key", r"private[_.\-]?key",
-    r"credential", r"authorization", r"cookie", r"signature", r"session",
+    r"credential", r"authorization", r"cookie", r"signature", r"session", r"routing[_.\-]?key",
+    r"webhook[_.\-]?url",
 )
 #: Words that make a key secret only as a whole segment.
 SECRET_SEGMENTS: tuple[str, ...] = ("pwd", "pw", "pass", "auth", "sig")
@@ -78,11 +79,43 @@ def mask_query(query: str) -> str:
                            query)
 
 
+#: Path segments after which a URL's path is a credential (Discord ``/api/webhooks/ID/TOKEN``,
+#: Slack ``/services/T/B/TOKEN``, Teams, Google Chat and most webhook relays).
+_WEBHOOK_SEGMENTS = frozenset({"webhooks", "webhook", "hooks", "services", "webhookb2"})
+#: A path segment this long made of letters and digits (and ``-_``), with both, is taken for a token.
+_TOKEN_SEGMENT = re.compile(r"^(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}$")
+
+
+def _mask_path(path: str) -> str:
+    segments = path.split("/")
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        if i and segments[i - 1].lower() in _WEBHOOK_SEGMENTS and seg:
+            return "/".join(out + [seg if seg.lower() in _WEBHOOK_SEGMENTS else MASK]) + ("/" + MASK
+                                                                                          if i + 1 < len(segments) else "")
+        out.append(MASK if _TOKEN_SEGMENT.match(seg) else seg)
+    return "/".join(out)
+
+
+def mask_url_path(url: str) -> str:
+    """A URL whose whole path is a secret: ``https://discord.com/api/webhooks/1/abc`` → ``https://discord.com/****``."""
+    try:
+        parts = urlsplit(mask_url(url))
+    except ValueError:
+        return MASK
+    if not parts.scheme or not parts.netloc:
+        return MASK if url else ""
+    return urlunsplit((parts.scheme, parts.netloc, "/" + MASK if parts.path not in ("", "/") else parts.path,
+                       MASK if parts.query else "", ""))
+
+
 def mask_url(url: str) -> str:
     """``postgresql://app:pw@host/db?password=x`` → credentials replaced by ``****``.
 
     A user name alone is kept when it looks like one (``postgresql://app@db``) and
-    masked when it is long enough to be a token (``https://ghp_...@github.com``).
+    masked when it is long enough to be a token (``https://ghp_...@github.com``). A webhook
+    path (``/api/webhooks/ID/TOKEN``, ``/services/T/B/TOKEN``) and any token-like path
+    segment are masked too: there the path is the credential.
     """
     try:
         parts = urlsplit(url)
@@ -95,7 +128,7 @@ def mask_url(url: str) -> str:
         if len(user) > 20:
             user = MASK
         netloc = f"{user}:{MASK}@{host}" if colon else f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, mask_query(parts.query), parts.fragment))
+    return urlunsplit((parts.scheme, netloc, _mask_path(parts.path), mask_query(parts.query), parts.fragment))
 
 
 def masked_dict(cfg: Config) -> dict[str, Any]:
@@ -117,7 +150,11 @@ def _mask_node(obj: object) -> object:
             if f.metadata.get("internal"):
                 continue
             value = getattr(obj, f.name)
-            out[f.metadata.get("key", f.name)] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
+            name = f.metadata.get("key", f.name)
+            if f.metadata.get("secret") and f.metadata.get("mask") == "path" and isinstance(value, str):
+                out[name] = mask_url_path(value) if "://" in value else _mask_secret(value)
+            else:
+                out[name] = _mask_secret(value) if f.metadata.get("secret") else _mask_node(value)
         return out
     if isinstance(obj, dict):
         return {k: _mask_secret(v) if is_secret_key(str(k)) else _mask_node(v) for k, v in obj.items()}
