@@ -8,7 +8,10 @@ and the key prefixes it speaks for (so the engine knows what cleared):
   (warning); UP again clears it. UNKNOWN (not checked yet) raises nothing.
 - ``sla:NAME:fast`` / ``sla:NAME:slow``: the SRE workbook's multi-window burn-rate alerts of the
   probe's SLA: the fast pair (1 h and 5 m at 14.4x) is critical (pages); the slow pairs (6 h and
-  30 m at 6x, 3 d and 6 h at 1x) are warnings (tickets).
+  30 m at 6x, 3 d and 6 h at 1x) are warnings (tickets). They are inhibited while the probe is DOWN
+  and until their short window has passed since it last left DOWN: that outage already paged (and
+  resolved) as ``probe:NAME``, and its burn only echoes it. What they catch is the failing that never
+  turns the probe DOWN (failures below ``failure_threshold``, again and again).
 - ``operation:OP``: the failure rate of business operation ``OP`` over ``failure_window`` is above
   its ``failure_rates`` threshold (business severity), counted from the sampled spans in the local
   store (as the passive probe counts them: keep-errors spans are left out, they would bias it).
@@ -38,6 +41,15 @@ BUSINESS_SCOPE = ("operation:",)
 DROP_SCOPE = ("agent:",)
 _FAST = ("1h",)
 _SLOW = ("6h", "3d")
+#: Short window of each burn-rate pair (seconds): how long an ended outage keeps echoing in it.
+_SHORT_S = {"1h": 300.0, "6h": 1800.0, "3d": 6 * 3600.0}
+
+
+def _left_down_at(p: Mapping[str, Any]) -> float | None:
+    """When the probe last left DOWN (from its recent transitions), or ``None``."""
+    times = [t.get("at") for t in p.get("transitions") or () if isinstance(t, Mapping) and t.get("from") == "DOWN"]
+    nums = [float(t) for t in times if isinstance(t, (int, float))]
+    return max(nums) if nums else None
 
 
 def runbook(cfg: Config, key: str, source: str, probe: str = "", operation: str = "") -> str:
@@ -85,9 +97,11 @@ def snapshot_alerts(cfg: Config, details: Mapping[str, Any], now: float) -> dict
             out[key] = _alert(cfg, key=key, severity=severity, source=key, started=started,
                               title=f"{name} is {status}", summary=str(p.get("detail") or status),
                               value=status, threshold="UP", **common)
+        left_down = _left_down_at(p)
         for pair, names, severity in (("fast", _FAST, "critical"), ("slow", _SLOW, "warning")):
             firing = [(w, a) for w, a in (sla.get("burn_alerts") or {}).items()
-                      if w in names and isinstance(a, Mapping) and a.get("firing")]
+                      if w in names and isinstance(a, Mapping) and a.get("firing") and status != "DOWN"
+                      and (left_down is None or now - left_down >= _SHORT_S[w])]
             if not firing:
                 continue
             window_name, state = firing[0]
