@@ -15,7 +15,7 @@ import pytest
 
 from pulsetrace.alerts.service import AlertService
 from pulsetrace.healthchecks.base import ProbeResult, Status
-from pulsetrace.healthchecks.service import HealthService, start_in_thread
+from pulsetrace.healthchecks.service import HealthHandle, HealthService, start_in_thread
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store import LocalStore
 from pulsetrace.validation import config_from_mapping
@@ -55,14 +55,20 @@ def config(tmp: Path, receivers: dict[str, Receiver], probe: dict[str, Any] | No
                    **alerts}}, env={})
 
 
-def test_twenty_flaps_in_a_minute_are_one_grouped_message_not_twenty(tmp_path: Path,
-                                                                      receivers: dict[str, Receiver]) -> None:
-    cfg = config(tmp_path, receivers, {"failure_threshold": 1, "success_threshold": 1}, group_wait="3s")
-    metrics = SelfMetrics()
+def running(cfg: Any, metrics: SelfMetrics) -> tuple[HealthHandle, AlertService]:
+    """The health service on its thread and the alert service listening to it, as ``pulsetrace run`` wires them."""
     health = start_in_thread(cfg, metrics=metrics)
     alerts = AlertService(cfg, metrics)
     alerts.start()
     health.add_snapshot_listener(alerts.on_snapshot)
+    return health, alerts
+
+
+def test_twenty_flaps_in_a_minute_are_one_grouped_message_not_twenty(tmp_path: Path,
+                                                                      receivers: dict[str, Receiver]) -> None:
+    cfg = config(tmp_path, receivers, {"failure_threshold": 1, "success_threshold": 1}, group_wait="3s")
+    metrics = SelfMetrics()
+    health, alerts = running(cfg, metrics)
     status = lambda: health.service.details()["probes"]["pay"]["status"]  # noqa: E731
     try:
         started = time.monotonic()
@@ -175,10 +181,7 @@ def test_a_receiver_hanging_then_failing_costs_counted_drops_never_the_probes_or
     team = receivers["team"]
     team.default = Mode("hang", seconds=120)
     metrics = SelfMetrics()
-    health = start_in_thread(cfg, metrics=metrics)
-    alerts = AlertService(cfg, metrics)
-    alerts.start()
-    health.add_snapshot_listener(alerts.on_snapshot)
+    health, alerts = running(cfg, metrics)
     status = lambda: health.service.details()["probes"]["pay"]["status"]  # noqa: E731
     slowest = 0.0
     try:
