@@ -73,8 +73,11 @@ def render_command(args: argparse.Namespace) -> int:
     if args.format == "dashboard-json":
         text = json.dumps(json.loads(dashboard_body(plan, _region(args, cfg))), indent=2)
     else:
-        text = json.dumps(cloudformation(plan, f"pulsetrace alarms and dashboard for {cfg.service.name} "
-                                               f"({cfg.service.environment})"), indent=2)
+        from pulsetrace.alerts.forwarder import add_forwarder
+
+        template = cloudformation(plan, f"pulsetrace alarms and dashboard for {cfg.service.name} "
+                                        f"({cfg.service.environment})")
+        text = json.dumps(add_forwarder(template, cfg), indent=2)  # CloudWatch alarms to the alert channels
     if args.out:
         try:
             with open(args.out, "w", encoding="utf-8") as fh:
