@@ -98,14 +98,33 @@ health:
        max_age: 60s, sla: 99.0}
 metrics:
   cloudwatch: {mode: emf, namespace: PulseTrace, emf_output: stdout, interval: 60s}
+alerts:
+  channels:
+    - {name: team, type: discord, url: "${DISCORD_WEBHOOK_URL}"}
+    - {name: ops, type: slack, url: "${SLACK_WEBHOOK_URL}"}
+    - {name: oncall, type: pagerduty, routing_key: "${PD_ROUTING_KEY}"}
+    - {name: tiers, type: sns, topic_arn: "arn:aws:sns:ap-south-1:123456789012:shop-critical"}
+    - {name: hook, type: webhook, url: "https://hooks.example.test/x", headers: {X-Token: "${HOOK_TOKEN}"}}
+  routes:                             # every matching route delivers
+    - {severity: [critical], channels: [oncall, team]}
+    - {severity: [warning, business], channels: [ops, team]}
+  group_wait: 30s
+  repeat_interval: 4h
+  send_resolved: true
+  silences:
+    - {match: {probe: rfid}, starts: "2026-12-24T22:00:00Z", ends: "2026-12-25T02:00:00Z", comment: "reader firmware"}
 """)
-    cfg = load_config(doc, env={"DB_PASSWORD": "pw-42"})
+    cfg = load_config(doc, env={"DB_PASSWORD": "pw-42", "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/t",
+                                "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x",
+                                "PD_ROUTING_KEY": "k" * 32, "HOOK_TOKEN": "h"})
     assert cfg.health.probes[0].dsn == "postgresql://app:pw-42@127.0.0.1:5432/shop"
     assert cfg.health.probes[0].timeout == 2.0
     assert cfg.health.probes[3].max_age == 60.0
     assert cfg.tracing.sampling.rules[0].tier == "critical"
     assert cfg.tracing.pii.hash_secret == ""
     assert cfg.store.retention == 7 * 86400
+    assert [c.type for c in cfg.alerts.channels] == ["discord", "slack", "pagerduty", "sns", "webhook"]
+    assert cfg.alerts.group_wait == 30.0 and cfg.alerts.repeat_interval == 4 * 3600.0
     assert cfg.metrics.cloudwatch.mode == "emf"
 
 
