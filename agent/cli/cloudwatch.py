@@ -2,7 +2,8 @@
 
 ``render --format cloudformation`` (the default) writes a CloudFormation template (JSON,
 which CloudFormation reads as well as YAML); ``--format dashboard-json`` writes the
-dashboard body for ``aws cloudwatch put-dashboard``. ``apply`` creates the same SNS
+service dashboard's body for ``aws cloudwatch put-dashboard``; ``--format terraform`` writes
+the same topics, alarms and dashboards as Terraform JSON (a ``*.tf.json`` file). ``apply`` creates the same SNS
 topics, alarms, composite alarms and dashboard through the API (``AWS_ENDPOINT_URL`` /
 ``metrics.cloudwatch.endpoint_url`` honoured); running it again updates them in place.
 Exit codes: 0 done, 1 when a resource could not be created (one line each), 2 for a
@@ -34,7 +35,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     actions = cw.add_subparsers(dest="cloudwatch_action", metavar="ACTION", parser_class=type(cw))
     render = actions.add_parser("render", parents=[opts], help="write a CloudFormation template or dashboard JSON",
                                 description="Write a CloudFormation template (default) or the dashboard body.")
-    render.add_argument("--format", choices=("cloudformation", "dashboard-json"), default="cloudformation")
+    render.add_argument("--format", choices=("cloudformation", "dashboard-json", "terraform"), default="cloudformation",
+                        help="cloudformation (default), dashboard-json (the service dashboard's body) or "
+                             "terraform (Terraform JSON: save as a .tf.json file)")
     render.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     render.add_argument("--region", help="region in the dashboard's widgets (dashboard-json; default: the "
                                          "configured region, $AWS_REGION, us-east-1)")
@@ -72,6 +75,10 @@ def render_command(args: argparse.Namespace) -> int:
     plan = build_plan(cfg)
     if args.format == "dashboard-json":
         text = json.dumps(json.loads(dashboard_body(plan, _region(args, cfg))), indent=2)
+    elif args.format == "terraform":
+        from pulsetrace.metrics.terraform import terraform
+
+        text = json.dumps(terraform(plan), indent=2)
     else:
         from pulsetrace.alerts.forwarder import add_forwarder
 

@@ -231,7 +231,7 @@ class _Builder:
 DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
                             "shutdown_timeout", "poll", "targets_poll", "fallback_after", "group_wait",
                             "repeat_interval", "failure_window", "drop_window", "evaluate_interval",
-                            "delivery_deadline"})
+                            "delivery_deadline", "alarm_period"})
 
 
 def build_config(cls: type, data: object,

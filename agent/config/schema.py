@@ -309,6 +309,9 @@ class CloudWatchConfig:
     #: counted) and distinct values per metric and dimension (more are folded into ``other``, counted).
     max_metrics: int = field(default=100, metadata=_c(min=1, max=10_000))
     max_dimension_values: int = field(default=50, metadata=_c(min=1, max=10_000))
+    #: Business metrics graphed by name (their Sum) on the service and executive dashboards; every other
+    #: business metric is found by a SEARCH widget.
+    dashboard_metrics: list[str] = field(default_factory=lambda: ["Revenue"])
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,13 @@ def config_problems(cfg: Config) -> list[Problem]:
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", cw.alarm_prefix):
         problems.append(Problem("metrics.cloudwatch.alarm_prefix", "invalid name prefix", cw.alarm_prefix,
                                 "1-64 of letters, digits, '-' and '_'"))
+    if not re.fullmatch(r"p(?:[1-9]?\d(?:\.\d{1,3})?|100)", cw.latency_percentile):
+        problems.append(Problem("metrics.cloudwatch.latency_percentile", "not a CloudWatch percentile statistic",
+                                cw.latency_percentile, "p50, p90, p95, p99, p99.9 ..."))
+    for url_key, url in [("runbook_url", cw.runbook_url), *((f"runbooks.{k}", v) for k, v in cw.runbooks.items())]:
+        if url and not url.startswith(("https://", "http://")):
+            problems.append(Problem(f"metrics.cloudwatch.{url_key}", "not an http(s) URL", url,
+                                    "https://runbooks.example.test/{alarm}"))
     out = cw.emf_output
     if not (out == "stdout" or out.startswith(("file:", "tcp://", "udp://"))):
         problems.append(Problem("metrics.cloudwatch.emf_output", "unknown EMF output", out,

@@ -6,7 +6,8 @@ result, so its Average over a period is the share of results that were up),
 ``ProbeLatency`` (ms, a distribution over the interval's results), ``RevenueAtRisk``
 and ``UsersAffected``; per probe and SLA window (``+ Window``): ``Availability``
 and ``ErrorBudgetRemaining`` (percent) and ``BurnRate``; for the service:
-``HealthStatus`` (0/1/2 like ProbeStatus). A probe (or the service) that is
+``HealthStatus`` (0/1/2 like ProbeStatus) and ``HealthScore`` (0-100,
+:mod:`pulsetrace.healthchecks.score`). A probe (or the service) that is
 ``UNKNOWN`` has no status data that interval rather than a made-up number.
 
 :func:`health_listener` gives the callable to register with the health service's
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pulsetrace.healthchecks.score import finite_number, health_score
 from pulsetrace.metrics.datum import (
     Dimensions,
     MetricDatum,
@@ -48,11 +50,7 @@ WINDOWS: tuple[str, ...] = ("5m", "30m", "1h", "6h", "24h", "3d", "7d", "30d")
 _MAX_PROBES = 100
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
+_number = finite_number
 
 
 def _percent(value: object) -> float | None:
@@ -68,6 +66,9 @@ def health_datums(details: Mapping[str, Any], dims: Dimensions, now: float) -> l
     overall = STATUS_VALUES.get(str(details.get("status", "")))
     if overall is not None:
         out.append(value_datum("HealthStatus", "None", dims, now, overall))
+    score = health_score(details)
+    if score is not None:
+        out.append(value_datum("HealthScore", "None", dims, now, score))
     probes = details.get("probes")
     if not isinstance(probes, Mapping):
         return out

@@ -138,8 +138,9 @@ def test_every_dashboard_metric_is_one_the_agent_emits() -> None:
             continue
         assert widget["properties"]["region"] == "ap-south-1"
         for row in widget["properties"]["metrics"]:
-            if isinstance(row[0], dict):  # a SEARCH expression over Operation
-                assert "Environment,Operation,Service" in row[0]["expression"]
+            if isinstance(row[0], dict):  # a SEARCH over Operation, or over the business metrics
+                assert row[0]["expression"].startswith("SEARCH('{Koneksi/Application")
+                assert 'Service="shop-api" Environment="uat"' in row[0]["expression"]
                 continue
             ns, name, *rest = row
             assert ns == "Koneksi/Application"
@@ -183,17 +184,26 @@ def test_the_template_wires_topics_composites_and_the_dashboard(template: Path) 
     res = doc["Resources"]
     topics = {r["Properties"]["TopicName"] for r in res.values() if r["Type"] == "AWS::SNS::Topic"}
     assert topics == {f"pulsetrace-shop-api-uat-{t}" for t in ("critical", "warning", "business")}
-    names = {r["Properties"]["AlarmName"]: lid for lid, r in res.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    names = {r["Properties"]["AlarmName"]: lid for lid, r in res.items()
+             if r["Type"] in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")}
+    expected = {"fast-burn": "TopicCritical", "slow-burn": "TopicWarning", "area-payment": "TopicBusiness",
+                "area-auth": "TopicBusiness", "system": "TopicCritical"}
+    composites = 0
     for lid, r in res.items():
         if r["Type"] == "AWS::CloudWatch::CompositeAlarm":
+            composites += 1
             for child in r["Properties"]["AlarmRule"].split('"')[1::2]:
                 assert names[child] in r["DependsOn"]
-            fast = r["Properties"]["AlarmName"].endswith("fast-burn")
-            assert r["Properties"]["AlarmActions"] == [{"Ref": "TopicCritical" if fast else "TopicWarning"}]
-    (dash,) = [r for r in res.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
-    body = dash["Properties"]["DashboardBody"]["Fn::Sub"]
-    assert "${AWS::Region}" in body
-    assert json.loads(body.replace("${AWS::Region}", "eu-west-1"))["widgets"]
+            kind = next(k for k in expected if r["Properties"]["AlarmName"].endswith(k))
+            assert r["Properties"]["AlarmActions"] == [{"Ref": expected[kind]}], kind
+    assert composites == 2 * 2 + 2 + 1  # burn composites of the two probes with a budget, two areas, the system
+    dashes = [r for r in res.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    assert sorted(d["Properties"]["DashboardName"] for d in dashes) == [
+        "pulsetrace-shop-api-uat", "pulsetrace-shop-api-uat-dependencies", "pulsetrace-shop-api-uat-executive"]
+    for dash in dashes:
+        body = dash["Properties"]["DashboardBody"]["Fn::Sub"]
+        assert "${AWS::Region}" in body
+        assert json.loads(body.replace("${AWS::Region}", "eu-west-1"))["widgets"]
     assert "pg-s3cret-Pw9" not in template.read_text()
 
 

@@ -60,7 +60,7 @@ def test_apply_creates_topics_alarms_and_dashboard_and_is_idempotent(
     for run in range(2):
         assert main(["cloudwatch", "apply", "--config", str(config), "--no-composite"]) == 0, capsys.readouterr()
         out = capsys.readouterr().out
-        assert f"{len(plan.metric_alarms) + 3 + 1} applied, 0 failed (us-east-1)" in out
+        assert f"{len(plan.metric_alarms) + 3 + len(plan.dashboards)} applied, 0 failed (us-east-1)" in out
         alarms = alarms_of(cw, prefix)
         assert set(alarms) == {a.name for a in plan.metric_alarms}, run
         topics = [t["TopicArn"] for t in sns.list_topics()["Topics"] if prefix in t["TopicArn"]]
@@ -88,7 +88,7 @@ def test_apply_reports_each_composite_alarm_moto_cannot_create_and_exits_1(
     assert main(["cloudwatch", "apply", "--config", str(config)]) == 1
     captured = capsys.readouterr()
     failed = [line for line in captured.err.splitlines() if line.startswith("FAIL")]
-    assert len(failed) == len(plan.composite_alarms) == 4
+    assert len(failed) == len(plan.composite_alarms) == 6  # 2 burn composites per probe, an area, the system
     assert all("composite-alarm" in line for line in failed)
     assert "--no-composite" in captured.err and "Traceback" not in captured.err
     cw, _ = clients(moto_server)
