@@ -13,7 +13,8 @@ Raises :class:`~pulsetrace.config.problems.ConfigError` with every problem, neve
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import overload
 
 from pulsetrace.config import load as _load
 from pulsetrace.config.load import Components
@@ -51,6 +52,8 @@ def _xray_rules_checks(cfg: Config) -> list[Problem]:
 
 
 def _xray_remote_checks(cfg: Config) -> list[Problem]:
+    if not cfg.tracing.sampling.xray_remote.endpoint:
+        return []  # without importing the poller (and the SDK under it): start-up, pulsetrace run's supervisor
     from pulsetrace.tracing.xray_remote_poller import config_problems
 
     return config_problems(cfg)
@@ -69,16 +72,48 @@ def _alerts_checks(cfg: Config) -> list[Problem]:
     return problems
 
 
+class _InstrumentationNames(Sequence[str]):
+    """The instrumentation names, looked up only when a configuration names one.
+
+    Knowing them means reading every installed distribution's entry points: most
+    configurations name none, and start-up (both processes of ``pulsetrace run``) skips it.
+    """
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._names is None:
+            from pulsetrace.instrumentation.auto import instrumentation_names
+
+            self._names = instrumentation_names()
+        return self._names
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._all()
+
+
 def components() -> Components:
     """The registered names and the components' checks, as they are now."""
     from pulsetrace.alerts.channels import CHANNELS
     from pulsetrace.exporters import EXPORTERS
     from pulsetrace.healthchecks.registry import probe_types
-    from pulsetrace.instrumentation.auto import instrumentation_names
 
     return Components(
         choice_sets={"exporter": tuple(EXPORTERS), "probe_type": probe_types(),
-                     "instrumentation": instrumentation_names(), "alert_channel": tuple(CHANNELS)},
+                     "instrumentation": _InstrumentationNames(), "alert_channel": tuple(CHANNELS)},
         checks=(_probe_checks, _cloudwatch_checks, _xray_rules_checks, _xray_remote_checks, _alerts_checks),
     )
 

@@ -126,11 +126,14 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         raise CliError("nothing to run: pulsetrace run -- CMD [ARGS...]", 2)
     from pulsetrace.config.problems import ConfigError
-    from pulsetrace.instrumentation.auto import required_problems
     from pulsetrace.validation import load_config
 
     cfg = load_config(args.config)
-    problems = required_problems(cfg)
+    problems = []
+    if cfg.tracing.instrumentations.required:  # only then: the catalogue reads every distribution's metadata
+        from pulsetrace.instrumentation.auto import required_problems
+
+        problems = required_problems(cfg)
     if problems:
         raise ConfigError(problems)
     executable = shutil.which(cmd[0])
