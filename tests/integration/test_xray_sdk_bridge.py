@@ -100,7 +100,7 @@ def test_a_request_is_one_trace_with_the_sdk_calls_as_spans_in_place_and_the_sdk
     assert body["total"] == 499.0 and body["sampled"] is True
     trace_id = _otel_id(body["trace_id"])  # current_segment() reflects the OpenTelemetry context
     spans = _trace(store, trace_id, 4)
-    assert spans, log.read_text()
+    assert spans, "\n".join(repr((s.trace_id[-6:], s.name, s.kind, s.span_id, s.parent_span_id, s.scope)) for s in all_spans(store))
     servers = [s for s in spans if s.kind == "server"]
     assert len(servers) == 1, "XRayMiddleware must not add a second server span"
     server = servers[0]
@@ -109,7 +109,9 @@ def test_a_request_is_one_trace_with_the_sdk_calls_as_spans_in_place_and_the_sdk
     assert by_name["load_order"].parent_span_id == server.span_id           # capture
     assert by_name["price"].parent_span_id == server.span_id                # in_subsegment
     sql = [s for s in spans if s.parent_span_id == by_name["load_order"].span_id]
-    assert sql, "the SDK-patched sqlite3 call is a span inside load_order"
+    # Recorded once, by whichever instrumentation owns sqlite3 (pulsetrace's when it has one, else the
+    # SDK's patch through the bridge), inside the captured function.
+    assert len(sql) == 1, "the sqlite3 query is one span inside load_order"
     assert server.attributes["order_id"] == "7"                             # put_annotation
     assert by_name["price"].attributes["currency"] == "INR"
     assert json.loads(by_name["price"].attributes["shop.cart"]) == {"items": 2, "coupon": None}  # put_metadata

@@ -32,7 +32,9 @@ _lock = threading.Lock()
 @xray_recorder.capture("load_order")
 def load_order(order_id: int) -> Any:
     with _lock:
-        return _db.execute("select total from orders where id = ?", (order_id,)).fetchone()
+        cursor = _db.cursor()
+        cursor.execute("select total from orders where id = ?", (order_id,))
+        return cursor.fetchone()
 
 
 @app.route("/orders/<int:order_id>")
