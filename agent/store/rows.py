@@ -72,12 +72,31 @@ def span_row(span: Any, now: float) -> tuple[Any, ...]:
     )
 
 
+#: Parsed resources by their stored text: a process writes thousands of spans with one resource,
+#: so readers share one dict per distinct text (read-only: never mutate ``StoredSpan.resource``).
+_RESOURCES: dict[str, dict[str, Any]] = {}
+
+
+def _resource(text: str) -> dict[str, Any]:
+    found = _RESOURCES.get(text)
+    if found is None:
+        found = json.loads(text)
+        if len(_RESOURCES) >= 256:
+            _RESOURCES.clear()
+        _RESOURCES[text] = found
+    return found
+
+
+def _list(text: str) -> list[Any]:
+    return [] if text == "[]" else list(json.loads(text))  # most spans have no events and no links
+
+
 def row_to_span(row: Sequence[Any]) -> StoredSpan:
     """A :class:`StoredSpan` from a row selected with the ``spans`` columns in schema order."""
     return StoredSpan(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
                       service=row[5], start=row[6], end=row[7], status=row[8], status_message=row[9],
-                      attributes=json.loads(row[10]), events=json.loads(row[11]), resource=json.loads(row[12]),
-                      links=json.loads(row[13]), scope=row[14], remote_parent=bool(row[15]))
+                      attributes=json.loads(row[10]), events=_list(row[11]), resource=_resource(row[12]),
+                      links=_list(row[13]), scope=row[14], remote_parent=bool(row[15]))
 
 
 def group_traces(spans: Sequence[StoredSpan]) -> dict[str, list[StoredSpan]]:

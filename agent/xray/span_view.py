@@ -7,7 +7,6 @@ and spans read back from the local store (``pulsetrace servicemap``). Never does
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +91,9 @@ def view_from_readable(span: ReadableSpan) -> SpanView:
 
 def view_from_stored(span: StoredSpan) -> SpanView:
     events = [(str(e.get("name", "")), e.get("attributes") or {}) for e in span.events]
-    key = json.dumps(span.resource, sort_keys=True, default=str)
+    # Stored spans with the same resource share one dict (pulsetrace.store.rows): its id() is the key,
+    # and the translator checks it is the same object, so a reused id cannot match another resource.
+    key = id(span.resource)
     return SpanView(span.trace_id, span.span_id, span.parent_span_id, span.remote_parent, span.name,
                     span.kind if span.kind in _KINDS else "internal", span.start, span.end,
                     span.status == "error", span.status_message, span.attributes, events, span.resource, key)
