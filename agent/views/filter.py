@@ -166,10 +166,13 @@ def _tokens(text: str) -> list[_Token]:
 
 @dataclass(frozen=True)
 class _Node:
-    """One node of a parsed expression; ``test`` judges a trace's facts."""
+    """One node of a parsed expression; ``test`` judges a trace's facts. ``cost``: 1 for what the
+    spans answer directly (flags, duration), 2 for what needs the X-Ray documents, 3 for the
+    service graph; AND and OR try the cheaper side first (the verdict is the same either way)."""
 
     test: Test
     text: str
+    cost: int = 2
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ class _Parser:
             self.nest()
             inner = self.neg(scope)
             self.depth -= 1
-            return _Node(negate(inner.test), f"NOT {inner.text}")
+            return _Node(negate(inner.test), f"NOT {inner.text}", inner.cost)
         return self.primary(scope)
 
     def primary(self, scope: str) -> _Node:
@@ -264,7 +267,7 @@ class _Parser:
             self.next()
             inner = self.expr(scope)
             self.expect(")", "')'")
-            return _Node(inner.test, f"({inner.text})")
+            return _Node(inner.test, f"({inner.text})", inner.cost)
         if t.kind != "ident":
             raise FilterSyntaxError(f"expected a keyword, service(...), edge(...), NOT or '(', found {self.found()}",
                                     t.column)
@@ -310,7 +313,7 @@ class _Parser:
                 return bool(scopes)
             return any(inner.test(s) for s in scopes)
 
-        return _Node(test, text)
+        return _Node(test, text, 3)
 
     def comparison(self, scope: str) -> _Node:
         t = self.next()
@@ -340,8 +343,7 @@ class _Parser:
                 raise FilterSyntaxError(f"{low} is compared with a number, found {self.found()}", v.column)
             self.next()
             number = float(v.value)
-            return _Node(number_test(low, op, number),
-                         f"{low} {op} {v.text}")
+            return _Node(number_test(low, op, number), f"{low} {op} {v.text}", 1 if low == "duration" else 2)
         if v.kind != "string":
             raise FilterSyntaxError(f"{low} is compared with a double-quoted string, found {self.found()}", v.column)
         self.next()
@@ -372,8 +374,8 @@ class _Parser:
                 raise FilterSyntaxError(f"{keyword} is compared with true or false, found {self.found()}", v.column)
             self.next()
             want = (v.text.lower() == "true") == (op.text == "=")
-            return _Node(flag_test(keyword, want), f"{keyword} {op.text} {v.text.lower()}")
-        return _Node(flag_test(keyword, True), keyword)
+            return _Node(flag_test(keyword, want), f"{keyword} {op.text} {v.text.lower()}", 1)
+        return _Node(flag_test(keyword, True), keyword, 1)
 
     def annotation(self, key: str, column: int, scope: str) -> _Node:
         if scope != "trace":
@@ -407,11 +409,13 @@ class _Parser:
 
 
 def _and(a: _Node, b: _Node) -> _Node:
-    return _Node(tests_and(a.test, b.test), f"{a.text} AND {b.text}")
+    first, second = (a, b) if a.cost <= b.cost else (b, a)
+    return _Node(tests_and(first.test, second.test), f"{a.text} AND {b.text}", max(a.cost, b.cost))
 
 
 def _or(a: _Node, b: _Node) -> _Node:
-    return _Node(tests_or(a.test, b.test), f"{a.text} OR {b.text}")
+    first, second = (a, b) if a.cost <= b.cost else (b, a)
+    return _Node(tests_or(first.test, second.test), f"{a.text} OR {b.text}", max(a.cost, b.cost))
 
 
 def parse(text: str | None) -> Filter:

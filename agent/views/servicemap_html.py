@@ -80,17 +80,26 @@ def _depths(graph: ServiceGraph) -> dict[str, int]:
     return depth
 
 
+#: A call depth with more nodes than this is laid out as several columns side by side, so a map of
+#: ~50 nodes (a service with dozens of downstream tables, queues and APIs) stays wide, not a tower.
+_MAX_ROWS = 8
+
+
 def _layout(graph: ServiceGraph) -> tuple[dict[str, tuple[float, float]], int, int]:
     depth = _depths(graph)
-    columns: dict[int, list[Node]] = {}
+    by_depth: dict[int, list[Node]] = {}
     for node in graph.sorted_nodes():
-        columns.setdefault(depth[node.id], []).append(node)
-    tallest = max((len(c) for c in columns.values()), default=1)
+        by_depth.setdefault(depth[node.id], []).append(node)
+    columns: list[list[Node]] = []
+    for d in sorted(by_depth):
+        nodes = by_depth[d]
+        per = -(-len(nodes) // -(-len(nodes) // _MAX_ROWS))  # evenly: 10 nodes → 5 + 5, not 8 + 2
+        columns.extend(nodes[i:i + per] for i in range(0, len(nodes), per))
+    tallest = max((len(c) for c in columns), default=1)
     height = _MARGIN * 2 + max(1, tallest) * _ROW_H
     width = _MARGIN * 2 + max(1, len(columns)) * _COL_W
     pos: dict[str, tuple[float, float]] = {}
-    for col_index, col in enumerate(sorted(columns)):
-        nodes = columns[col]
+    for col_index, nodes in enumerate(columns):
         top = (height - len(nodes) * _ROW_H) / 2 + _ROW_H / 2
         for i, node in enumerate(nodes):
             pos[node.id] = (_MARGIN + col_index * _COL_W + _COL_W / 2, top + i * _ROW_H)

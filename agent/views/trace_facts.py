@@ -65,10 +65,26 @@ def _walk(doc: Mapping[str, Any], depth: int = 0) -> Iterable[Mapping[str, Any]]
 
 
 class TraceFacts:
-    """What a filter can ask of one trace, from its X-Ray documents (computed on first use)."""
+    """What a filter can ask of one trace, from its X-Ray documents (computed on first use).
 
-    def __init__(self, documents: Sequence[Mapping[str, Any]]) -> None:
-        self.documents = documents
+    Built from documents, or from stored spans and the translation that turns them into
+    documents; then the flags and ``duration`` are read off the spans the way the translation
+    sets them, and the translation runs only when an expression asks for more (so ``fault``
+    alone, or ``fault AND service("x")`` on a trace without a fault, costs no translation).
+    """
+
+    def __init__(self, documents: Sequence[Mapping[str, Any]] | None = None, *,
+                 spans: Sequence[StoredSpan] = (),
+                 translate: Callable[[Sequence[StoredSpan]], list[dict[str, Any]]] | None = None) -> None:
+        self._documents = documents
+        self._spans = spans
+        self._translate = translate
+
+    @cached_property
+    def documents(self) -> Sequence[Mapping[str, Any]]:
+        if self._documents is not None:
+            return self._documents
+        return (self._translate or segment_documents)(self._spans)
 
     @cached_property
     def _all(self) -> list[Mapping[str, Any]]:
@@ -88,6 +104,8 @@ class TraceFacts:
         return build_graph([dict(d) for d in self.documents])
 
     def number(self, key: str) -> float | None:
+        if key == "duration" and self._documents is None and self._spans:
+            return max(0.0, max(sp.end for sp in self._spans) - min(sp.start for sp in self._spans))
         if key == "duration":
             starts = [v for v in (_num(d.get("start_time")) for d in self._all) if v is not None]
             ends = [v for v in (_num(d.get("end_time")) for d in self._all) if v is not None]
@@ -117,6 +135,8 @@ class TraceFacts:
 
     @cached_property
     def _flags(self) -> dict[str, bool]:
+        if self._documents is None and self._spans:
+            return _span_flags(self._spans)
         out = {"error": False, "fault": False, "throttle": False}
         for d in self._all:
             for k in out:
@@ -150,6 +170,27 @@ class TraceFacts:
                 if g.nodes[e.source].name == pair[0] and g.nodes[e.target].name == pair[1]]
 
 
+def _span_flags(spans: Sequence[StoredSpan]) -> dict[str, bool]:
+    """error / fault / throttle as the X-Ray translation marks them (pulsetrace.xray.segments): a 4xx
+    is an error (429 also a throttle), a failed span or a 5xx a fault; a failed call made with no
+    local parent also faults the service segment made for it."""
+    from pulsetrace.xray.fields import status_code
+
+    out = {"error": False, "fault": False, "throttle": False}
+    for sp in spans:
+        code = status_code(sp.attributes)
+        failed = sp.status == "error"
+        if code is not None and 400 <= code < 500:
+            out["error"] = True
+            out["throttle"] = out["throttle"] or code == 429
+            if failed and sp.kind in ("client", "producer") and (sp.parent_span_id is None or sp.remote_parent):
+                out["fault"] = True
+        elif failed or (code is not None and 500 <= code < 600):
+            out["fault"] = True
+    out["ok"] = not (out["error"] or out["fault"] or out["throttle"])
+    return out
+
+
 def _num(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -171,9 +212,7 @@ def facts_from_documents(documents: Iterable[Mapping[str, Any] | str]) -> TraceF
 def facts_from_spans(spans: Sequence[StoredSpan], translate: Callable[[Sequence[StoredSpan]],
                      list[dict[str, Any]]] | None = None) -> TraceFacts:
     """Facts of one trace from its stored spans, translated the way the X-Ray exporters translate them."""
-    if translate is None:
-        translate = segment_documents
-    return TraceFacts(translate(spans))
+    return TraceFacts(spans=spans, translate=translate)
 
 
 def segment_documents(spans: Sequence[StoredSpan]) -> list[dict[str, Any]]:

@@ -239,3 +239,24 @@ def test_map_clicks_build_expressions_that_select_the_node_and_edge() -> None:
     hostile = 'we"ird\\name'
     assert parse(node_filter(hostile)).matches(FACTS["upi"]) is False
     assert quote(hostile) == '"we\\"ird\\\\name"'
+
+
+@pytest.mark.parametrize("kind", ["server", "client", "internal", "producer"])
+@pytest.mark.parametrize("code", [None, 200, 401, 429, 500, 503, "502"])
+@pytest.mark.parametrize("status", ["ok", "error"])
+@pytest.mark.parametrize("rooted", [True, False])
+def test_flags_read_off_the_spans_agree_with_the_xray_documents(kind: str, code: object, status: str,
+                                                                rooted: bool) -> None:
+    """The cheap path (flags from spans, no translation) says what the translated documents say."""
+    from pulsetrace.views.trace_facts import facts_from_documents, segment_documents
+
+    trace = f"{next(_ids):032x}"
+    root = _span(trace, "GET /", attrs={"http.request.method": "GET", "url.path": "/"})
+    attrs = {"http.response.status_code": code} if code is not None else {}
+    span = _span(trace, "call", kind=kind, parent=root.span_id if rooted else None, status=status, attrs=attrs)
+    spans = [root, span]
+    cheap = facts_from_spans(spans)
+    full = facts_from_documents(segment_documents(spans))
+    for flag in ("ok", "error", "fault", "throttle"):
+        assert cheap.flag(flag) == full.flag(flag), flag
+    assert cheap.number("duration") == pytest.approx(full.number("duration"))

@@ -177,3 +177,28 @@ def test_nodes_sit_right_of_every_caller_and_cycles_do_not_break_the_layout() ->
     assert set(x) == set(graph.nodes)
     assert x["client"] < x["service:shop-api"] < x["service:gateway"]
     assert x["service:a"] != x["service:b"]
+
+
+def test_a_fifty_node_map_is_laid_out_in_bounded_columns_without_overlap() -> None:
+    def doc(trace: int, sid: str, name: str, parent: str | None = None, calls: tuple[str, ...] = (),
+            db: str = "") -> dict[str, object]:
+        subs = [{"id": c.rjust(16, "0"), "name": f"{db}{c}@db", "namespace": "remote", "sql": {"url": "x"},
+                 "start_time": 1.0, "end_time": 1.05} for c in calls]
+        out: dict[str, object] = {"trace_id": f"1-5f000000-{trace:024x}", "id": sid.rjust(16, "0"), "name": name,
+                                  "start_time": 1.0, "end_time": 1.1, "subsegments": subs}
+        if parent:
+            out["parent_id"] = parent.rjust(16, "0")
+        return out
+
+    # one service calling 45 databases, plus the client and a few services
+    docs = [doc(1, "a1", "api", calls=tuple(f"t{i:02d}" for i in range(45)))]
+    docs += [doc(2 + i, f"s{i}", f"svc-{i}") for i in range(3)]
+    graph = build_graph(docs)
+    assert len(graph.nodes) == 50
+    svg = render_html(graph)
+    centres = re.findall(r'<circle class="body" cx="([0-9.]+)" cy="([0-9.]+)"', svg)
+    assert len(centres) == 50 and len(set(centres)) == 50  # every node has a place of its own
+    height = int(re.search(r'<svg[^>]* height="(\d+)"', svg).group(1))  # type: ignore[union-attr]
+    assert height <= 2 * 80 + 8 * 130  # at most eight rows, whatever the fan-out
+    x = _centres(svg)
+    assert all(x[f"database:t{i:02d}@db"] > x["service:api"] for i in range(45))

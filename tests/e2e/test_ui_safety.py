@@ -214,3 +214,15 @@ def test_hostile_names_and_attributes_render_inert(console: str, filled: dict[st
 def _span_id(console: str, trace: str, prefix: str, kind: str) -> str:
     spans = httpx.get(console + f"/api/traces/{trace}", timeout=30).json()["spans"]
     return next(s["span_id"] for s in spans if s["kind"] == kind)
+
+
+def test_a_trace_links_to_the_xray_console_in_the_configured_region(filled: dict[str, Any], tmp_path: Path) -> None:
+    config = tmp_path / "pulsetrace.yaml"
+    config.write_text("tracing:\n  xray: {region: ap-south-1}\n")
+    with ui_server("--config", str(config), "--store", str(filled["store"])) as url:
+        page = httpx.get(f"{url}/traces/{filled['big']}", timeout=60).text
+    with ui_server("--store", str(filled["store"])) as url:  # no region, no link
+        assert 'id="xray-console"' not in httpx.get(f"{url}/traces/{filled['big']}", timeout=60).text
+    xray_id = f"1-{filled['big'][:8]}-{filled['big'][8:]}"
+    assert (f'href="https://ap-south-1.console.aws.amazon.com/cloudwatch/home?region=ap-south-1#xray:traces/{xray_id}"'
+            ' id="xray-console"') in page
