@@ -223,8 +223,12 @@ class _Console:
             index = next(i for i, r in enumerate(rows) if r.span.span_id == selected.span_id)
             if "page" not in request.query_params:
                 page_no = index // ROWS_PER_PAGE
-        docs = segment_documents(spans)
-        details = span_details(selected, docs, spans) if selected is not None else None
+        details = None
+        if selected is not None:
+            # Only the selected span and its children are translated: a 5,000-span trace costs one
+            # span's translation, not the whole trace's.
+            children = [s for s in spans if s.parent_span_id == selected.span_id and s is not selected]
+            details = span_details(selected, segment_documents([selected, *children]), spans)
         summary = summarize(spans)
         console = xray_console_url(self.s.region, summary.xray_trace_id) if self.s.region else None
         return self.page("trace.html", request, title=f"Trace {trace_id}", summary=summary,
@@ -269,7 +273,8 @@ class _Console:
             return Markup(revenue + users)
 
         return self.page("probes.html", request, title="Health", health=page, refresh_s=self.s.refresh_s,
-                         alerts=open_alerts(self.store), timeline_for=timeline_for, minute_strip=minute_strip,
+                         alerts=open_alerts(self.store, self.s.config), timeline_for=timeline_for,
+                         minute_strip=minute_strip,
                          burn_chart=burn_chart, impact_chart=impact_chart, bar=bar,
                          burn_windows=BURN_WINDOWS)
 

@@ -117,6 +117,11 @@ def span_details(span: StoredSpan, documents: Sequence[Mapping[str, Any]],
     exported = None
     if doc is not None:
         shown = {k: v for k, v in doc.items() if k != "subsegments"}
+        if doc.get("type") == "subsegment" and any(s.span_id == span.parent_span_id for s in spans):
+            # translated on its own, it reads as an independent subsegment document; in the trace's
+            # export it is nested in its parent, without these three fields
+            for key in ("type", "trace_id", "parent_id"):
+                shown.pop(key, None)
         if doc.get("subsegments"):
             shown["subsegments"] = f"{len(doc['subsegments'])} subsegment(s), shown on their own spans"
         exported = json.dumps(shown, indent=2, ensure_ascii=False, default=str, sort_keys=True)

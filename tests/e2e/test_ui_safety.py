@@ -226,3 +226,25 @@ def test_a_trace_links_to_the_xray_console_in_the_configured_region(filled: dict
     xray_id = f"1-{filled['big'][:8]}-{filled['big'][8:]}"
     assert (f'href="https://ap-south-1.console.aws.amazon.com/cloudwatch/home?region=ap-south-1#xray:traces/{xray_id}"'
             ' id="xray-console"') in page
+
+
+def test_open_alerts_from_the_store_are_on_the_health_page(tmp_path: Path) -> None:
+    import json as _json
+
+    from pulsetrace.alerts.book import _SCHEMA
+
+    store = LocalStore(tmp_path / "store")
+    conn = store.connect()
+    conn.execute(_SCHEMA)
+    conn.execute("INSERT INTO alerts_open VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                 ("probe:db:down", "critical", "db is DOWN <script>window.__pwned=1</script>", "probe:db",
+                  time.time() - 90, _json.dumps("DOWN"), _json.dumps("UP"), _json.dumps(["oncall", "team"]),
+                  "firing", 0, 0, time.time()))
+    store.close()
+    with ui_server("--store", str(tmp_path / "store")) as url:
+        page = httpx.get(url + "/probes", timeout=60).text
+    assert 'id="alerts"' in page and 'data-key="probe:db:down"' in page
+    assert "db is DOWN &lt;script&gt;window.__pwned=1&lt;/script&gt;" in page and "<script>window" not in page
+    assert "oncall, team" in page and ">firing<" in page
+    with ui_server("--store", str(tmp_path / "none")) as url:  # no alerts kept, none configured: no section
+        assert 'id="alerts"' not in httpx.get(url + "/probes", timeout=60).text
