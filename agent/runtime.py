@@ -113,7 +113,7 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         # exported/dropped counters reach the store (pulsetrace status) whichever exporters run
         counter_sink=CounterWriter(cfg.store.path, metrics, retention_s=cfg.store.retention),
     )
-    remote = build_remote_sampling(cfg)
+    remote = build_remote_sampling(cfg, metrics)
     provider = ForkSafeTracerProvider(
         sampler=build_sampler(cfg, metrics, remote=remote[0] if remote is not None else None),
         resource=build_resource(cfg),

@@ -32,6 +32,7 @@ from pulsetrace.background import start_worker
 from pulsetrace.background import start_worker
 from pulsetrace.config.problems import Problem
 from pulsetrace.config.schema import Config, XRayRemoteConfig
+from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.tracing.xray_remote import RemoteRule, RemoteSampling, Target, service_type_from_env
 
 __all__ = ["BotocoreTransport", "SamplingPoller", "SamplingTransport", "build_remote_sampling"]
@@ -127,8 +128,13 @@ class SamplingPoller:
     """Keeps a :class:`RemoteSampling` fed from a :class:`SamplingTransport`."""
 
     def __init__(self, remote: RemoteSampling, transport: SamplingTransport,
-                 *, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, clock: Callable[[], float] = time.monotonic, metrics: SelfMetrics | None = None) -> None:
         self.remote = remote
+        self.metrics = metrics
+        if metrics is not None:
+            # Whether the console's rules decide now (0: the local tiers, endpoint away or no rules yet).
+            metrics.gauge_fn("xray_remote_active", lambda: 1.0 if remote.active() else 0.0)
+            metrics.gauge_fn("xray_remote_rules", lambda: float(len(remote.rules)))
         self.transport = transport
         self._clock = clock
         self._stop = threading.Event()
@@ -172,6 +178,8 @@ class SamplingPoller:
             rules = self.transport.get_rules()
         except Exception as exc:
             self.rules_failures += 1
+            if self.metrics is not None:
+                self.metrics.inc("xray_remote_failures", reason="rules")
             _log.debug("GetSamplingRules failed (%s): the local tiers decide meanwhile", type(exc).__name__)
             return False
         self.remote.set_rules(rules)
@@ -185,6 +193,8 @@ class SamplingPoller:
             targets, modified = self.transport.get_targets(statistics)
         except Exception as exc:
             self.targets_failures += 1
+            if self.metrics is not None:
+                self.metrics.inc("xray_remote_failures", reason="targets")
             _log.debug("GetSamplingTargets failed (%s)", type(exc).__name__)
             return False, False
         self.remote.apply_targets(targets)
@@ -213,14 +223,14 @@ class SamplingPoller:
             self._wake.clear()
 
 
-def build_remote_sampling(cfg: Config) -> tuple[RemoteSampling, SamplingPoller] | None:
+def build_remote_sampling(cfg: Config, metrics: SelfMetrics | None = None) -> tuple[RemoteSampling, SamplingPoller] | None:
     """The remote rules and their poller for ``cfg`` (not started), or ``None`` when off."""
     remote_cfg = cfg.tracing.sampling.xray_remote
     if not remote_cfg.endpoint:
         return None
     remote = RemoteSampling(remote_cfg, cfg.service.name, service_type_from_env())
     region = cfg.tracing.xray.region or os.environ.get("AWS_REGION", "") or os.environ.get("AWS_DEFAULT_REGION", "")
-    return remote, SamplingPoller(remote, BotocoreTransport(remote_cfg, region))
+    return remote, SamplingPoller(remote, BotocoreTransport(remote_cfg, region), metrics=metrics)
 
 
 def config_problems(cfg: Config) -> list[Problem]:

@@ -39,7 +39,7 @@ def endpoint() -> Iterator[SamplingServer]:
 def _poller(server: SamplingServer, **cfg: Any) -> tuple[RemoteSampling, SamplingPoller, Any]:
     remote_cfg = XRayRemoteConfig(endpoint=server.url, **{"poll": 1.0, "targets_poll": 0.5, **cfg})
     remote = RemoteSampling(remote_cfg, "shop-api")
-    poller = SamplingPoller(remote, BotocoreTransport(remote_cfg, "us-east-1"))
+    poller = SamplingPoller(remote, BotocoreTransport(remote_cfg, "us-east-1"), metrics=SelfMetrics())
     cfg_all = Config(tracing=TracingConfig(sampling=SamplingConfig(keep_errors=False, slow_ms=0.0,
                                                                    xray_remote=remote_cfg)))
     return remote, poller, build_sampler(cfg_all, SelfMetrics(), remote=remote)
@@ -93,6 +93,8 @@ def test_the_endpoint_going_away_falls_back_to_the_local_tiers_and_its_return_re
         endpoint.stop()
         local = wait_for(lambda: (d := _sample(sampler, "/catalog"))["sampling.rule"] == "default" and d, timeout=30.0)
         assert local, "no fallback to the local tiers"
+        assert poller.metrics is not None and poller.metrics.gauges()["xray_remote_active"] == 0.0
+        assert poller.metrics.counter("xray_remote_failures") >= 1  # a self-metric (CloudWatch: XrayRemoteFailures)
         assert local["sampling.tier"] == "general"  # never "everything" nor "nothing": the tier's own rate
         endpoint.start()
         assert wait_for(lambda: _sample(sampler, "/catalog")["sampling.rule"] == "xray-remote:all", timeout=30.0)
