@@ -4,7 +4,8 @@ A dependency's own error message may echo what it was given (a DSN in a driver e
 a URL with a token in an HTTP error), so every string a probe produces goes through
 :meth:`Redactor.scrub`: the secret values known from the configuration are replaced
 wherever they appear (also URL-quoted and base64 "user:password" forms), then
-generic patterns (``scheme://user:pass@``, ``password=...``, ``Bearer ...``) are masked.
+generic patterns (URL credentials with or without a scheme, ``password=...`` and key/value
+DSNs, ``Bearer ...``) are masked by :func:`pulsetrace.config.secrets.mask_text`.
 Never raises.
 """
 
@@ -17,14 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from pulsetrace.config.secrets import (
-    MASK,
-    NOT_AN_EXCEPTION_NAME,
-    SECRET_QUERY_NAMES,
-    is_secret_key,
-    is_secret_query_name,
-    secret_key_regex,
-)
+from pulsetrace.config.secrets import MASK, SECRET_QUERY_NAMES, is_secret_key, is_secret_query_name, mask_text
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config, ProbeConfig
@@ -32,15 +26,6 @@ if TYPE_CHECKING:
 #: Secrets shorter than this are not searched for (they would mangle every detail line);
 #: the generic patterns below still mask them where they appear as credentials.
 MIN_SECRET_LEN = 3
-
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/:@]*):([^\s@/]*)@")
-#: ``password=...``, ``"token": "..."``: a key naming a secret (the shared vocabulary) and its value.
-_KEY_VALUE = re.compile(
-    rf"(?i)((?<=[?&;])(?:{'|'.join(sorted(SECRET_QUERY_NAMES))})="
-    rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{secret_key_regex()}))(?>[\w.\-]+){NOT_AN_EXCEPTION_NAME}"
-    r"[\"']?\s*[=:]\s*[\"']?)([^\s&\"',;}]+)")
-_AUTH_HEADER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
-
 
 def url_secrets(url: str) -> list[str]:
     """The password and secret-looking query values of a URL (decoded and raw)."""
@@ -91,9 +76,8 @@ class Redactor:
             pattern = self._pattern
             if pattern is not None:
                 out = pattern.sub(MASK, out)
-            out = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", out)
-            out = _AUTH_HEADER.sub(lambda m: m.group(1) + " " + MASK, out)  # before key=value: "Authorization: Bearer x"
-            return _KEY_VALUE.sub(lambda m: m.group(1) + MASK, out)
+            # The generic patterns are the configuration masker's: one masking function for the agent.
+            return mask_text(out)
         except Exception:  # a redactor that fails must fail closed
             return MASK
 

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import ROUTE_KEY, SPAN_KEY, path_template
+from pulsetrace.instrumentation._http import MAX_QUERY_CHARS, ROUTE_KEY, SPAN_KEY, cut_query, path_template
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -140,7 +140,7 @@ class PulseTraceMiddleware:
         if server_port:
             attributes["server.port"] = server_port
         if query:
-            attributes["url.query"] = query[:2048].decode("latin-1")
+            attributes["url.query"] = cut_query(query[:MAX_QUERY_CHARS + 1].decode("latin-1"))
         if user_agent:
             attributes["user_agent.original"] = user_agent
         client = scope.get("client")

@@ -7,12 +7,11 @@
 values, event names and attributes (``exception.message``,
 ``exception.stacktrace``), link attributes and the status description:
 
-- **keys that name secrets** (``password``, ``passwd``, ``secret``, ``token``,
-  ``authorization``, ``cookie``, ``set-cookie``, ``api_key``, ``apikey``,
-  ``x-api-key``, ``private_key``, ``credential``, ``session`` and
-  ``tracing.pii.secret_keys``; matched as fragments of the lower-cased key with
-  ``-`` and ``.`` read as ``_``): string values become ``[REDACTED]``; numbers
-  and booleans are kept (``llm.usage.total_tokens`` is a count, not a secret);
+- **keys that name secrets** (the shared vocabulary of :mod:`pulsetrace.config.secrets`:
+  ``password``, ``pass``, ``secret``, ``token``, ``authorization``, ``cookie``, ``api_key``,
+  ``x-access-key``, ``x-auth``, ``x-signature``, ... and ``tracing.pii.secret_keys``):
+  string values become ``[REDACTED]``; numbers and booleans are kept
+  (``llm.usage.total_tokens`` is a count, not a secret);
 - **keys that name personal data** (``email``, ``phone``, ``mobile``,
   ``msisdn``, ``card_number``, ``cvv``): any value becomes ``[REDACTED]``;
 - **keys in** ``tracing.pii.hash_keys``: exported only as ``h:`` + the hex
@@ -21,29 +20,9 @@ values, event names and attributes (``exception.message``,
   random per-process key is used, so hashes do not match across processes;
 - ``db.statement`` / ``db.query.text``: literals replaced by ``?``
   (:func:`pulsetrace.instrumentation.sql.sanitize_sql`);
-- **in any string** (:func:`scrub_text`): credentials in URLs
-  (``scheme://user:pass@`` → ``scheme://[REDACTED]@``), ``Bearer``/``Basic``
-  credentials, ``key=value`` / ``key: value`` pairs whose key names a secret
-  (query strings included, e.g. ``?token=..``, ``X-Amz-Signature=..``), e-mail
-  addresses (``[EMAIL]``), card numbers (13–19 digits, spaces or dashes allowed,
-  Luhn-valid: ``[CARD]``) and phone numbers (``[PHONE]``). Percent-encoded text is
-  decoded first so ``bob%40example.com`` is caught too.
-
-Phone heuristics, chosen so ordinary numbers (ids, timestamps, amounts, dates,
-IP addresses) survive: ``+`` followed by 7–15 digits (E.164, separators allowed);
-North-American ``(NNN) NNN-NNNN`` / ``NNN-NNN-NNNN`` / ``NNN.NNN.NNNN`` /
-``NNN NNN NNNN``; trunk-prefixed national numbers in 2–3 groups starting with
-``0`` (``020 7946 0958``, ``07700 900123``, ``098765 43210``); Indian mobiles
-``NNNNN NNNNN`` starting with 6–9. A bare run of digits is never taken for a
-phone number (under a phone-named key it is redacted anyway). Numbers that are not
-strings are never pattern-matched.
-
-Cards: a 13–19 digit number that passes the Luhn check is redacted even if it
-was an id (about one such id in ten): privacy over fidelity.
-
-Bounded cost: every pattern runs in time linear in the string, and a string longer
-than 16 KB (:data:`MAX_SCRUB_CHARS`) is cut to it, marked ``...[TRUNCATED]``, before
-the rules run, so one hostile value cannot hold the GIL on the export thread.
+- **in any string**: the text rules of :mod:`pulsetrace.instrumentation.pii_text`
+  (credentials, tokens, AWS keys, secret pairs, e-mails, cards, phones; percent- and
+  form-encoded text too), bounded to 16 KB per value, scrubbed before the cut.
 
 The scrubber never raises; the pipeline drops (and counts) a span it cannot
 scrub rather than export it unscrubbed.
@@ -53,267 +32,42 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, Status
 
 from pulsetrace.config.schema import Config
-from pulsetrace.config.secrets import NOT_AN_EXCEPTION_NAME, SECRET_QUERY_NAMES, secret_key_regex
+from pulsetrace.config.secrets import secret_key_regex
 from pulsetrace.instrumentation.annotations import build_annotator
 from pulsetrace.instrumentation.enrich import enrich_attributes
+from pulsetrace.instrumentation.pii_numbers import CARD, PHONE, luhn_valid
+from pulsetrace.instrumentation.pii_text import (
+    EMAIL,
+    MAX_SCRUB_CHARS,
+    REDACTED,
+    SCRUB_OVERLAP,
+    TRUNCATED,
+    TextScrubber,
+    scrub_text,
+)
 from pulsetrace.instrumentation.spans import copy_event, copy_link, copy_span
 from pulsetrace.instrumentation.sql import sanitize_sql
 from pulsetrace.selfmetrics import SelfMetrics
 
-__all__ = ["MAX_SCRUB_CHARS", "REDACTED", "TRUNCATED", "PiiScrubber", "build_scrubber", "luhn_valid",
-           "scrub_text"]
+__all__ = ["CARD", "EMAIL", "MAX_SCRUB_CHARS", "PHONE", "PII_KEY_FRAGMENTS", "REDACTED", "TRUNCATED", "PiiScrubber",
+           "build_scrubber", "luhn_valid", "scrub_text"]
 
 _log = logging.getLogger("pulsetrace.pii")
-
-REDACTED = "[REDACTED]"
-EMAIL = "[EMAIL]"
-CARD = "[CARD]"
-PHONE = "[PHONE]"
 
 PII_KEY_FRAGMENTS: tuple[str, ...] = ("email", "phone", "mobile", "msisdn", "card_number", "cardnumber", "cvv")
 SQL_KEYS = frozenset({"db.statement", "db.query.text"})
 #: Names the instrumentation builds as ``<name>@<host>`` for X-Ray's service map: not personal data.
 SERVICE_NAME_KEYS = frozenset({"peer.service", "aws.local.service", "aws.remote.service"})
-
-# --- patterns -----------------------------------------------------------------------------
-
-#: Longest string the text rules look at. A longer one is cut to this (plus a marker) so the
-#: scrub of one value is bounded whatever a client sends; see :func:`_TextScrubber.__call__`.
-MAX_SCRUB_CHARS = 16 * 1024
-#: Appended to a string that was cut.
-TRUNCATED = "...[TRUNCATED]"
-#: Text past the cut that is scrubbed anyway, so a secret straddling the cut is still seen whole
-#: (longer than an e-mail's 64 + 1 + 255 characters).
-_SCRUB_OVERLAP = 512
-
-# Every pattern below runs in time linear in the text: no quantified group whose matches can
-# overlap (they are atomic or separated by a character outside the repeated class), and runs
-# are entered only at their first character (a look-behind), so no position is rescanned for
-# each of the positions before it. A 64 KB hostile string costs milliseconds, not seconds.
-
-#: A string without any of these cannot hold anything we scrub: returned untouched.
-_TRIGGER = re.compile(r"[@=:%0-9]|(?i:bearer|basic|digest)\s")
-#: ``scheme://userinfo@``: the match starts at ``://`` (after a scheme character), so only the
-#: user-info run after each ``://`` is scanned; the scheme itself is kept as it is.
-_URL_CREDENTIALS = re.compile(r"(?<=[A-Za-z0-9+.\-])://(?>[^\s/?#@]+)@")
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(?>\s+)(?>[A-Za-z0-9\-._~+/]+)=*")
-#: Query parameters that are secrets by name alone (``?code=``, ``&sig=``): the shared vocabulary.
-_QUERY_SHORT_NAMES = "|".join(sorted(SECRET_QUERY_NAMES))
-#: E-mails are found from their ``@`` (see :func:`_redact_emails`): at most 64 characters of
-#: local part before it (matched on the reversed text), at most 255 of domain after it.
-_LOCAL_PART_MAX = 64
-_DOMAIN_MAX = 255
-_LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}")
-_LABEL = r"(?>[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)"
-#: The last label (the TLD) starts with a letter, so ``shop@127.0.0.1`` (a service at an address) is no e-mail.
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.(?=[A-Za-z]){_LABEL}")
-#: Maximal runs of digits with single space/dash separators, long enough to hold a card.
-_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}(?!\d)")
-_E164 = re.compile(r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){6,14}(?!\d)")
-_NANP = re.compile(r"(?<![\w.\-+])(?:\(\d{3}\)\s?|\d{3}[\-. ])\d{3}[\-. ]\d{4}(?![\w\-]|\.\d)")
-_TRUNK = re.compile(r"(?<![\w.\-+:/])0\d{1,5}(?:[ \-]\d{2,6}){1,2}(?![\w\-]|[.:/]\d)")
-_IN_MOBILE = re.compile(r"(?<![\w.\-+:/])[6-9]\d{4} \d{5}(?![\w\-]|[.:/]\d)")
-_SEPARATORS = re.compile(r"[ \-]")
-#: One pass for every phone shape; leftmost match wins, then the order below.
-_PHONES = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in
-                              (("e164", _E164), ("nanp", _NANP), ("trunk", _TRUNK), ("mobile", _IN_MOBILE))))
-#: Fewer than seven digits (with short separators) cannot be a card or a phone number.
-_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,4}\d){6}")
-_AUTH_GATE = re.compile(r"(?i)bearer|basic|digest")
-
-
-def _secret_pair_pattern(extra: Sequence[str]) -> re.Pattern[str]:
-    r"""``key=value`` / ``key: value`` where the key names a secret; group 1 is kept, group 2 redacted.
-
-    The key is a whole run of ``[\w.-]`` containing a secret word: the run is entered only at
-    its start (look-behind), the word found by a lazy look-ahead that cannot leave the run,
-    and the run then taken atomically, so each run is scanned a bounded number of times.
-    """
-    words = secret_key_regex(tuple(extra))
-    return re.compile(
-        rf"(?i)((?:^|(?<=[?&;]))(?:{_QUERY_SHORT_NAMES})="
-        rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{words}))(?>[\w.\-]+){NOT_AN_EXCEPTION_NAME}[\"']?(?>\s*)[:=](?>\s*)[\"']?)"
-        r"([^\s&;,\"'}\]]+)")
-
-
-def _redact_emails(text: str) -> str:
-    """``text`` with every e-mail address replaced by ``[EMAIL]``, in time linear in ``len(text)``.
-
-    Anchored on each ``@``: the domain is matched forwards (at most 255 characters,
-    and never across another ``@``), the local part backwards on the reversed text
-    (at most 64 characters, never into the previous replacement). A longer run of
-    local-part characters keeps its beginning: only its last 64 characters go.
-    """
-    n = len(text)
-    out: list[str] = []
-    done = 0  # text[:done] is already in out
-    reversed_text = ""
-    at = text.find("@")
-    while at != -1:
-        domain = _DOMAIN.match(text, at + 1, min(n, at + 1 + _DOMAIN_MAX)) if at > done else None
-        if domain is not None:
-            if not reversed_text:
-                reversed_text = text[::-1]
-            local = _LOCAL_PART_REVERSED.match(reversed_text, n - at, n - done)
-            if local is not None:
-                out.append(text[done:at - (local.end() - local.start())])
-                out.append(EMAIL)
-                done = domain.end()
-        at = text.find("@", max(at + 1, done))
-    if not out:
-        return text
-    out.append(text[done:])
-    return "".join(out)
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn check used by card numbers."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _cards(match: re.Match[str]) -> str:
-    text = match.group(0)
-    groups = _SEPARATORS.split(text)
-    if len(groups) == 1 and len(text) > 19:  # one long id: no card can be cut out of it
-        return text
-    digits = "".join(groups)
-    if len(digits) <= 19:
-        return CARD if len(digits) >= 13 and luhn_valid(digits) else text
-    return _cards_in_run(text, groups, digits)
-
-
-#: A digit's value when the Luhn check doubles it.
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-def _cards_in_run(text: str, groups: list[str], digits: str) -> str:
-    """A longer run (a card next to other numbers): redact every window of whole groups that is a card.
-
-    Windows are 13–19 digits of consecutive groups; their union is cut, so a spurious
-    window can only widen the cut. Each window's Luhn sum comes from two prefix sums
-    (one per doubling parity), so a run costs O(groups), not O(groups × 19²).
-    """
-    values = [ord(ch) - 48 for ch in digits]
-    # odd[q]: sum of the Luhn terms of digits[:q] when the odd positions are doubled; even[q] likewise.
-    odd = [0, *itertools.accumulate(_DOUBLED[d] if p & 1 else d for p, d in enumerate(values))]
-    even = [0, *itertools.accumulate(d if p & 1 else _DOUBLED[d] for p, d in enumerate(values))]
-    offsets = [0, *itertools.accumulate(map(len, groups))]  # digit offset of each group, then the total
-    starts = [offsets[k] + k for k in range(len(groups))]  # text offset of each group (one separator each)
-    count = len(groups)
-    cuts: list[tuple[int, int]] = []  # merged as they come: window starts only grow
-    first = 0  # the first group j for which groups[i..j] holds 13 digits; only moves forward
-    for i in range(count):
-        a = offsets[i]
-        first = max(first, i)
-        while first < count and offsets[first + 1] - a < 13:
-            first += 1
-        limit = a + 19
-        best = -1
-        for j in range(first, count):
-            b = offsets[j + 1]
-            if b > limit:
-                break
-            # The rightmost digit (b - 1) is never doubled, so the doubled ones have the other parity.
-            if ((odd[b] - odd[a]) if b & 1 else (even[b] - even[a])) % 10 == 0:
-                best = j
-        if best < 0:
-            continue
-        start, end = starts[i], starts[best] + len(groups[best])
-        if cuts and start <= cuts[-1][1] + 1:
-            if end > cuts[-1][1]:
-                cuts[-1] = (cuts[-1][0], end)
-        else:
-            cuts.append((start, end))
-    if not cuts:
-        return text
-    out: list[str] = []
-    last = 0
-    for start, end in cuts:
-        out.append(text[last:start])
-        out.append(CARD)
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if match.lastgroup == "trunk" and not 10 <= sum(c.isdigit() for c in text) <= 12:
-        return text
-    return PHONE
-
-
-class _TextScrubber:
-    """All string rules, compiled once for a configuration.
-
-    Cheap gates decide which rule families can apply at all (an ``@`` for e-mails
-    and URL credentials, ``=``/``:`` for secret pairs, seven digits for cards and
-    phones), so an ordinary string costs one or two C-level scans.
-    """
-
-    def __init__(self, extra_secret_words: Sequence[str] = ()) -> None:
-        self._pairs = _secret_pair_pattern(extra_secret_words)
-
-    def __call__(self, text: str) -> str:
-        """``text`` scrubbed; a text longer than :data:`MAX_SCRUB_CHARS` comes back cut to it + ``TRUNCATED``.
-
-        The cut is made before scrubbing (with :data:`_SCRUB_OVERLAP` characters more,
-        so a secret across the cut is still recognised), then again on the result.
-        """
-        if len(text) > MAX_SCRUB_CHARS:
-            return self._scrub(text[:MAX_SCRUB_CHARS + _SCRUB_OVERLAP])[:MAX_SCRUB_CHARS] + TRUNCATED
-        return self._scrub(text)
-
-    def _scrub(self, text: str) -> str:
-        if _TRIGGER.search(text) is None:
-            return text
-        if "%" in text:
-            try:
-                decoded = unquote(text, errors="strict")
-            except UnicodeDecodeError:
-                decoded = text
-            text = decoded
-        at = "@" in text
-        if at and "://" in text:
-            text = _URL_CREDENTIALS.sub("://" + REDACTED + "@", text)
-        if _AUTH_GATE.search(text) is not None:
-            text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
-        if "=" in text or ":" in text:
-            text = self._pairs.sub(r"\1" + REDACTED, text)
-        if at:
-            text = _redact_emails(text)
-        if _SEVEN_DIGITS.search(text) is not None:
-            text = _DIGIT_RUN.sub(_cards, text)
-            text = _PHONES.sub(_phone, text)
-        return text
-
-
-_default_text_scrubber = _TextScrubber()
-
-
-def scrub_text(text: str) -> str:
-    """``text`` with URL credentials, secrets, e-mails, card and phone numbers redacted (default rules)."""
-    return _default_text_scrubber(text)
 
 
 #: An attributes step run after scrubbing: (trace id, attributes) → new attributes, or ``None`` if unchanged.
@@ -335,7 +89,7 @@ class PiiScrubber:
                          "hashes use a per-process key and will not match across processes")
         self._hash_key = hash_secret.encode("utf-8") if hash_secret else secrets.token_bytes(32)
         self._secret_key = re.compile(f"(?i){secret_key_regex(tuple(k for k in secret_keys if k))}")
-        self._text = _TextScrubber(tuple(k for k in secret_keys if k))
+        self._text = TextScrubber(tuple(k for k in secret_keys if k))
         self._actions: dict[str, int] = {}
         #: Short strings already found clean (bounded; never holds a string that needed scrubbing).
         self._clean: set[str] = set()
@@ -384,7 +138,7 @@ class PiiScrubber:
         if action == _SQL:
             if isinstance(value, str):
                 # Cut first: the sanitizer treats a literal left open by the cut as running to the end.
-                return self._text(sanitize_sql(value[:MAX_SCRUB_CHARS + _SCRUB_OVERLAP]))
+                return self._text(sanitize_sql(value[:MAX_SCRUB_CHARS + SCRUB_OVERLAP]))
             return value
         if action == _KEEP:
             return value

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import ROUTE_KEY, SPAN_KEY, path_template
+from pulsetrace.instrumentation._http import MAX_QUERY_CHARS, ROUTE_KEY, SPAN_KEY, cut_query, path_template
 
 _ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
                       "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}
@@ -126,7 +126,7 @@ class PulseTraceWSGIMiddleware:
         if environ.get("REMOTE_ADDR"):
             attributes["client.address"] = environ["REMOTE_ADDR"]
         if environ.get("QUERY_STRING"):
-            attributes["url.query"] = str(environ["QUERY_STRING"])[:2048]
+            attributes["url.query"] = cut_query(str(environ["QUERY_STRING"])[:MAX_QUERY_CHARS + 1])
         span = self._get_tracer().start_span(method, context=parent_ctx, kind=SpanKind.SERVER, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent_ctx))
         environ[SPAN_KEY] = span

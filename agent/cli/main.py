@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from pulsetrace.config.problems import ConfigError
+    from pulsetrace.config.secrets import mask_text
 
     try:
         return int(args.func(args) or 0)
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{problem}\n")
         return 2
     except CliError as exc:
-        sys.stderr.write(f"pulsetrace: {exc}\n")
+        sys.stderr.write(f"pulsetrace: {mask_text(str(exc))}\n")
         return exc.code
     except KeyboardInterrupt:
         return 130
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "debug", False):
             raise
-        sys.stderr.write(f"pulsetrace: {type(exc).__name__}: {exc}\n")
+        # An error may quote a configuration value (a DSN in a driver's message): masked like any echo.
+        sys.stderr.write(f"pulsetrace: {type(exc).__name__}: {mask_text(str(exc))}\n")
         return 1
 
 

@@ -53,6 +53,9 @@ _MAX_FILE_BYTES = 512 * 1024
 #: Nodes visited while interpolating: bounds YAML alias "billion laughs" expansion.
 _MAX_NODES = 100_000
 _MAX_DEPTH = 50
+#: Characters ``${VAR}`` substitution may add to the document in all: a small file referring to a
+#: large variable many times would otherwise grow without bound (and every later step with it).
+MAX_INTERPOLATED_CHARS = 1024 * 1024
 
 
 def find_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
@@ -113,6 +116,13 @@ class _TooBig(Exception):
     pass
 
 
+class _TooLarge(Exception):
+    def __init__(self, key: str, name: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.name = name
+
+
 class _Interpolator:
     """Substitutes ``${VAR}`` / ``${VAR:-default}`` in every string, visiting a bounded number of nodes."""
 
@@ -120,6 +130,7 @@ class _Interpolator:
         self.env = env
         self.problems = problems
         self.visited = 0
+        self.added = 0
 
     def walk(self, node: object, key: str, depth: int = 0) -> object:
         self.visited += 1
@@ -139,12 +150,19 @@ class _Interpolator:
         name, default = match.group(1), match.group(2)
         value = self.env.get(name)
         if value is not None and (value or default is None):
-            return value
+            return self.count(value, key, name)
         if default is not None:
-            return default  # ${VAR:-default}: also when VAR is set but empty, as in the shell
+            return self.count(default, key, name)  # ${VAR:-default}: also when VAR is set but empty, as in the shell
         self.problems.append(Problem(key, f"environment variable {name} is not set",
                                      expected=f"{name} set, or ${{{name}:-default}} in the file"))
         return ""
+
+
+    def count(self, value: str, key: str, name: str) -> str:
+        self.added += len(value)
+        if self.added > MAX_INTERPOLATED_CHARS:
+            raise _TooLarge(key, name)
+        return value
 
 
 def _set(data: dict[str, Any], dotted: str, value: object) -> bool:
@@ -283,6 +301,10 @@ def config_from_mapping(data: object, env: Mapping[str, str] | None = None, sour
     problems: list[Problem] = []
     try:
         data = _Interpolator(env, problems).walk(data, "")
+    except _TooLarge as exc:
+        raise ConfigError([Problem(exc.key, f"interpolating ${{{exc.name}}} makes the configuration too large",
+                                   expected=f"at most {MAX_INTERPOLATED_CHARS // 1024} KiB of substituted "
+                                            "values in all")]) from None
     except (_TooBig, RecursionError):
         raise ConfigError([Problem("", "the document is nested too deeply or expands too much (YAML aliases?)",
                                    expected=f"at most {_MAX_DEPTH} levels and {_MAX_NODES} values")]) from None

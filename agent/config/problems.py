@@ -1,9 +1,10 @@
 """What a configuration problem is, and the value syntaxes every layer shares (durations).
 
 A :class:`Problem` is one line of ``pulsetrace config validate``: the key path, what is
-wrong, the value seen (already masked by the caller when it may hold a secret) and what was
-expected. :class:`ConfigError` carries all of them. Pure data: no I/O, nothing imported
-from the rest of pulsetrace.
+wrong, the value seen and what was expected. :class:`ConfigError` carries all of them.
+A problem line never shows a credential: what was seen and what is wrong go through
+:func:`pulsetrace.config.secrets.mask_text` when the line is written, whoever built the
+problem. Pure data: no I/O, nothing imported from pulsetrace outside ``config``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import re
 import typing
 from dataclasses import dataclass
+
+from pulsetrace.config.secrets import mask_text
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -29,12 +32,12 @@ class Problem:
     def __str__(self) -> str:
         extra = []
         if self.got:
-            extra.append(f"got {self.got}")
+            extra.append(f"got {mask_text(self.got)}")
         if self.expected:
             extra.append(f"expected {self.expected}")
         tail = f" ({', '.join(extra)})" if extra else ""
         # One problem, one line: a key or value holding a newline must not start another.
-        return _one_line(f"{_show_key(self.key)}: {self.problem}{tail}")
+        return _one_line(f"{_show_key(self.key)}: {mask_text(self.problem)}{tail}")
 
 
 def _show_key(key: str) -> str:

@@ -15,6 +15,12 @@ A key names a secret when, case-insensitively,
 A query parameter is a secret under the same rule, or when its whole name is one of
 :data:`SECRET_QUERY_NAMES` (``key=``, ``code=``, ``sig=``: too short to be words in keys).
 
+:func:`mask_text` is the one masking function for every place the agent echoes a
+configuration value (problem lines, the effective configuration, errors, logs): URL
+credentials with or without a scheme (``postgresql://app:pw@db``, ``:pw@cache:6379/0``),
+key/value DSNs (``host=db user=app password=pw dbname=shop``, quoted values too),
+secret-named query parameters (``?code=``, ``&sig=``) and ``Bearer``/``Basic`` credentials.
+
 Pure functions; every one runs in time linear in its input and never raises.
 """
 
@@ -28,8 +34,9 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config
 
-__all__ = ["MASK", "NOT_AN_EXCEPTION_NAME", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "is_secret_key", "is_secret_query_name",
-           "mask_url", "mask_url_path", "masked_dict", "secret_key_regex"]
+__all__ = ["MASK", "NOT_AN_EXCEPTION_NAME", "SECRET_QUERY_NAMES", "SECRET_SEGMENTS", "SECRET_WORDS", "USERINFO_PATTERN",
+           "is_secret_key", "is_secret_query_name", "mask_text", "mask_url", "mask_url_path", "masked_dict",
+           "secret_key_regex"]
 
 MASK = "****"
 
@@ -109,6 +116,61 @@ def mask_url_path(url: str) -> str:
                        MASK if parts.query else "", ""))
 
 
+#: ``[scheme://]user:password@host``: the user-info of a URL with or without its scheme. The match
+#: starts at a token boundary (or right after ``://``); lengths are bounded so a hostile string
+#: is scanned a bounded number of times per character (linear time).
+#: Shared with the span scrubber (a regex fragment with the named groups ``user`` and ``password``).
+USERINFO_PATTERN = (r"(?:(?<=://)|(?<![^\s=\"'(<,;]))"
+                    r"(?P<user>[^\s/?#@:=\"'<>]{0,128}):(?P<password>[^\s/?#@\"'<>]{1,256})@(?=[\w\[.\-])")
+_USERINFO = re.compile(USERINFO_PATTERN)
+#: A key naming a secret (the vocabulary above) or a secret query name, then ``=``/``:`` and its
+#: value: quoted (``password='a b'``, libpq style, with ``\'`` escapes) or up to a separator.
+_SECRET_PAIR = re.compile(
+    rf"(?i)(?P<key>(?:(?:^|(?<=[?&;\s]))(?:{'|'.join(sorted(SECRET_QUERY_NAMES))})="
+    rf"|(?<![\w.\-])(?=[\w.\-]*?(?:{secret_key_regex()}))(?>[\w.\-]+){NOT_AN_EXCEPTION_NAME}[\"']?(?>\s*)[:=](?>\s*)))"
+    r"(?P<value>'(?:[^'\\]|\\.){0,512}'|\"(?:[^\"\\]|\\.){0,512}\"|[^\s&;,\"'}\]]+)")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)[ \t]+[A-Za-z0-9\-._~+/]+=*")
+#: A URL in free text, entered only at the start of its scheme.
+_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s\"'<>]+")
+_MASK_GATE = re.compile(r"[@=:]|(?i:bearer|basic|digest)")
+
+
+def mask_text(text: str) -> str:
+    """``text`` (a value or a line that echoes one) with every credential it holds replaced by ``****``.
+
+    ``postgresql://app:pw@db/shop`` → ``postgresql://app:****@db/shop``;
+    ``:pw@cache:6379/0`` → ``:****@cache:6379/0``;
+    ``host=db user=app password='p w' dbname=shop`` → ``host=db user=app password=**** dbname=shop``;
+    ``https://h/cb?state=1&code=x`` → ``https://h/cb?state=1&code=****``.
+    A user name is kept unless it is long enough to be a token (``https://ghp_...@github.com``).
+    """
+    try:
+        if _MASK_GATE.search(text) is None:
+            return text
+        if "://" in text:  # a URL: its credentials, secret query values and token path segments
+            text = _URL.sub(lambda m: mask_url(m.group(0)), text)
+        if "@" in text:
+            text = _USERINFO.sub(_mask_userinfo, text)
+        text = _AUTH_SCHEME.sub(lambda m: m.group(1) + " " + MASK, text)
+        if "=" in text or ":" in text:
+            text = _SECRET_PAIR.sub(_mask_pair, text)
+        return text
+    except Exception:  # noqa: BLE001 - a masker that fails must fail closed
+        return MASK
+
+
+def _mask_userinfo(m: re.Match[str]) -> str:
+    user = m.group("user")
+    return f"{MASK if len(user) > 20 else user}:{MASK}@"
+
+
+def _mask_pair(m: re.Match[str]) -> str:
+    value = m.group("value")
+    if value == MASK or value.startswith("[REDACTED") or value.lower() in ("bearer", "basic", "digest"):
+        return m.group(0)
+    return m.group("key") + MASK
+
+
 def mask_url(url: str) -> str:
     """``postgresql://app:pw@host/db?password=x`` → credentials replaced by ``****``.
 
@@ -129,6 +191,10 @@ def mask_url(url: str) -> str:
             user = MASK
         netloc = f"{user}:{MASK}@{host}" if colon else f"{user}@{host}"
     return urlunsplit((parts.scheme, netloc, _mask_path(parts.path), mask_query(parts.query), parts.fragment))
+
+
+#: ``host=db user=app ...``: a libpq key/value connection string (every word ``key=``).
+_KEY_VALUE_DSN = re.compile(r"\s*[A-Za-z_]\w*\s*=")
 
 
 def masked_dict(cfg: Config) -> dict[str, Any]:
@@ -160,8 +226,8 @@ def _mask_node(obj: object) -> object:
         return {k: _mask_secret(v) if is_secret_key(str(k)) else _mask_node(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_mask_node(v) for v in obj]
-    if isinstance(obj, str) and "@" in obj and "://" in obj:
-        return mask_url(obj)
+    if isinstance(obj, str):
+        return mask_text(obj)
     return obj
 
 
@@ -171,6 +237,9 @@ def _mask_secret(value: object) -> object:
             return ""
         if "://" in value:
             return mask_url(value)
+        if _KEY_VALUE_DSN.match(value) or ("@" in value and _USERINFO.search(value)):
+            # A key/value DSN or a scheme-less URL: show what locates it, mask what opens it.
+            return mask_text(value)
         return MASK
     if isinstance(value, dict):
         # Mappings of secrets (headers, an rfid source) keep the entries that only locate data.

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from pulsetrace.validation import config_from_mapping
-from pulsetrace.config.secrets import is_secret_key, mask_url, masked_dict
+from pulsetrace.config.secrets import is_secret_key, mask_text, mask_url, masked_dict
 from pulsetrace.healthchecks.redact import Redactor
 from pulsetrace.instrumentation.pii import PiiScrubber
 
@@ -73,9 +73,16 @@ def test_plain_keys_are_kept_by_all_three(key: str) -> None:
     f"https://h.test/x?sig={VALUE}&a=1",
     f"https://h.test/x?X-Amz-Signature={VALUE}",
     f"redis://:{VALUE}@cache:6379/0",
+    f":{VALUE}@cache:6379/0",
+    f"app:{VALUE}@db:5432/shop",
+    f"host=db user=app password={VALUE} dbname=shop",
+    f"host=db user=app password='{VALUE} x' dbname=shop",
+    f"state=1&code={VALUE}",
 ])
-def test_secret_parts_of_urls_are_hidden_by_all_three(url: str) -> None:
-    assert VALUE not in mask_url(url)
+def test_secret_parts_of_urls_and_dsns_are_hidden_by_all_three(url: str) -> None:
+    assert VALUE not in mask_text(url)
+    if "://" in url:
+        assert VALUE not in mask_url(url)
     assert VALUE not in Redactor().scrub(f"connect {url} failed")
     out = PiiScrubber()(_span({"url.full": url}))
     assert VALUE not in repr(dict(out.attributes or {}))

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 from pulsetrace.selfmetrics import SelfMetrics
-from pulsetrace.instrumentation import pii
+from pulsetrace.instrumentation import pii_text
 from pulsetrace.instrumentation.pii import (
     EMAIL,
     MAX_SCRUB_CHARS,
@@ -86,7 +86,7 @@ def budget(factor: float = 1.0) -> float:
 
 @pytest.fixture
 def no_cut(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(pii, "MAX_SCRUB_CHARS", 1 << 30)
+    monkeypatch.setattr(pii_text, "MAX_SCRUB_CHARS", 1 << 30)
     yield
 
 
