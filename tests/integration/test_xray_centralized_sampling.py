@@ -180,3 +180,52 @@ def test_two_processes_share_one_reservoir_as_the_console_sets_it(endpoint: Samp
         kept = [o["per_second"][second] for o in outputs]
         assert kept == [3, 3] or (sum(kept) <= 6 and max(kept) <= 3), (second, outputs)
     assert sum(max(o["per_second"].values()) for o in outputs) == 6
+
+
+FORKING = textwrap.dedent("""
+    import json, os, sys, time
+    import pulsetrace
+    from opentelemetry import trace
+    agent = pulsetrace.start(sys.argv[1])
+    remote = agent.provider.sampler._remote
+    tracer = trace.get_tracer("fork")
+    def request():
+        with tracer.start_as_current_span("GET /shared", attributes={"http.request.method": "GET",
+                                                                    "url.path": "/shared"}):
+            pass
+    deadline = time.monotonic() + 60
+    while not remote.rules and time.monotonic() < deadline:
+        time.sleep(0.05)
+    parent_id = remote.client_id
+    pid = os.fork()   # a pre-forking server's worker
+    until = time.monotonic() + 4
+    while time.monotonic() < until:
+        request()     # in the child, the first decision starts the poller again
+        time.sleep(0.05)
+    if pid == 0:
+        print(json.dumps({"child": remote.client_id, "parent": parent_id}), flush=True)
+        pulsetrace.shutdown(2)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    pulsetrace.shutdown(2)
+""")
+
+
+def test_a_forked_worker_reports_as_a_client_of_its_own(endpoint: SamplingServer, tmp_path: Path) -> None:
+    endpoint.set_rules([rule("shared", 10, 0.0, 4, URLPath="/shared")])
+    config = tmp_path / "pulsetrace.yaml"
+    config.write_text(textwrap.dedent(f"""
+        store: {{path: {tmp_path / 'store'}}}
+        tracing:
+          exporters: [local]
+          sampling: {{keep_errors: false, slow_ms: 0,
+                      xray_remote: {{endpoint: "{endpoint.url}", poll: 5s, targets_poll: 0.5s}}}}
+    """))
+    script = tmp_path / "fork.py"
+    script.write_text(FORKING)
+    out = subprocess.run([sys.executable, str(script), str(config)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AWS_REGION": "us-east-1"})
+    assert out.returncode == 0, out.stderr
+    ids = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ids["child"] != ids["parent"]
+    assert set(endpoint.clients("shared")) == {ids["child"], ids["parent"]}, "both processes report statistics"
