@@ -58,20 +58,18 @@ class Daemon:
         self.sock.close()
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, Path, Daemon, Daemon, Path]]:
+def _run(tmp_path: Path, app: str) -> Iterator[tuple[str, Path, Daemon, Daemon, Path]]:
     ours, sdks = Daemon(), Daemon()
     store = tmp_path / "store"
     cfg = write_config(tmp_path / "c.yaml", store, service="orders-api", exporters=["local", "xray-udp"],
                        extra={"tracing": {"xray": {"daemon_address": ours.address}}})
     port = free_port()
     log = tmp_path / "app.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_XRAY", "PULSETRACE_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_XRAY", "PULSETRACE_", "OTEL_", "DJANGO_"))}
     env.update({"PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]), "SDK_DAEMON_ADDRESS": sdks.address})
     proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--",
-                             sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
-                             "xray_sdk_flask:app"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            cwd=tmp_path)
+                             sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", app],
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_port(port, 30)
         yield f"http://127.0.0.1:{port}", store, ours, sdks, log
@@ -80,6 +78,18 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Path, Daemon, Daemon, Path]]:
         proc.wait(20)
         ours.close()
         sdks.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, Path, Daemon, Daemon, Path]]:
+    yield from _run(tmp_path, "xray_sdk_flask:app")
+
+
+@pytest.fixture(params=["xray_sdk_flask:app", "xray_sdk_django:application"], ids=["flask", "django"])
+def any_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path, Daemon, Daemon, Path]]:
+    if request.param.startswith("xray_sdk_django"):
+        pytest.importorskip("django")
+    yield from _run(tmp_path, request.param)
 
 
 def _trace(store: Path, trace_id: str, count: int) -> list[Any]:
@@ -92,8 +102,8 @@ def _otel_id(xray_trace_id: str) -> str:
 
 
 def test_a_request_is_one_trace_with_the_sdk_calls_as_spans_in_place_and_the_sdk_sends_nothing(
-        service: tuple[str, Path, Daemon, Daemon, Path]) -> None:
-    url, store, ours, sdks, log = service
+        any_service: tuple[str, Path, Daemon, Daemon, Path]) -> None:
+    url, store, ours, sdks, log = any_service
     r = httpx.get(f"{url}/orders/7", timeout=10)
     assert r.status_code == 200, log.read_text()
     body = r.json()
