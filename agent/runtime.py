@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
     from pulsetrace.metrics.business import BusinessMetrics
+    from pulsetrace.metrics.live import LiveTotalsWriter
     from pulsetrace.metrics.request_metrics import Recorder
     from pulsetrace.tracing.pipeline import SpanPipeline
     from pulsetrace.tracing.xray_remote_poller import SamplingPoller
@@ -48,6 +49,8 @@ class Agent:
     business_metrics: BusinessMetrics | None = None
     instrumented: list[str] = field(default_factory=list)
     role: str = "app"
+    #: Under ``pulsetrace run``: this process's totals for the supervisor's ``/metrics``; ``None`` otherwise.
+    live_writer: LiveTotalsWriter | None = None
     #: Keeps the X-Ray centralized sampling rules fresh; ``None`` when ``xray_remote`` is off.
     sampling_poller: SamplingPoller | None = None
 
@@ -164,6 +167,12 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
             agent.recorder.start()
         if agent.sampling_poller is not None:
             agent.sampling_poller.start()
+        if agent.recorder is not None and role == "worker":
+            # under ``pulsetrace run``: the supervisor's /metrics adds up every process's totals
+            from pulsetrace.metrics.live import LiveTotalsWriter, live_dir
+
+            agent.live_writer = LiveTotalsWriter(live_dir(cfg.store.path), agent.recorder, agent.business_metrics)
+            agent.live_writer.start()
         hooks.install(agent.recorder, agent.business_metrics)
         _AGENT = agent
         if not _ATEXIT_REGISTERED:
@@ -189,6 +198,8 @@ def shutdown(timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     if agent.sampling_poller is not None:
         agent.sampling_poller.shutdown(min(0.2, timeout))
+    if agent.live_writer is not None:
+        agent.live_writer.shutdown()
     if agent.recorder is not None:
         try:
             # the final metrics flush gets up to half the budget (an API call), the spans the rest

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pulsetrace.healthchecks.score import health_score
+
 if TYPE_CHECKING:
     from pulsetrace.selfmetrics import SelfMetrics
 
@@ -73,6 +75,9 @@ def render(details: Mapping[str, Any], metrics: SelfMetrics | None = None,
     overall = str(details.get("status", "UNKNOWN"))
     w.metric("pulsetrace_health_status", "gauge", "Overall health: 1 for the current status.",
              [({"status": s}, int(s == overall)) for s in STATUSES])
+    w.metric("pulsetrace_health_score", "gauge",
+             "Health score 0-100: probe status and SLA compliance, weighted by criticality (HealthScore).",
+             [({}, health_score(details))])
     w.metric("pulsetrace_health_stale", "gauge", "1 when the health snapshot is stale.",
              [({}, bool(details.get("stale")))])
     probes: Mapping[str, Any] = details.get("probes") or {}

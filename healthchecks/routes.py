@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pulsetrace.healthchecks.service import HealthService
 
 _READ = ("GET", "HEAD")
+_log = logging.getLogger("pulsetrace.health")
 
 
 class Routes:
@@ -84,6 +86,11 @@ class Routes:
 
     def metrics(self, req: Request) -> Response:
         text = render(self.service.details(), self.service.metrics, self.service.counters())
+        for more in list(self.service.expositions):
+            try:
+                text += more()
+            except Exception:  # a broken source costs its own lines, never the scrape
+                _log.debug("/metrics source failed", exc_info=True)
         return Response(200, text.encode(), content_type=CONTENT_TYPE)
 
     def heartbeat(self, req: Request) -> Response:

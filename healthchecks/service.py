@@ -98,6 +98,8 @@ class HealthService:
         self.clock = clock
         self.monotonic = monotonic
         self.metrics = metrics
+        #: Extra ``/metrics`` text sources (:meth:`add_exposition`).
+        self.expositions: list[Callable[[], str]] = []
         self.redactor = Redactor.from_config(cfg)
         logfilter.install(self.redactor)
         self.heartbeats = HeartbeatBook(clock=clock)
@@ -216,6 +218,10 @@ class HealthService:
     def add_snapshot_listener(self, fn: SnapshotListener) -> None:
         """Call ``fn(details)`` on the health loop after every update. It must not block; errors are counted."""
         self._listeners.append(fn)
+
+    def add_exposition(self, fn: Callable[[], str]) -> None:
+        """More ``/metrics`` text (the container's request and business metrics), appended on every scrape."""
+        self.expositions.append(fn)
 
     # -- reading the snapshot ---------------------------------------------------------------------
 
@@ -395,6 +401,9 @@ class HealthHandle:
 
     def add_snapshot_listener(self, fn: SnapshotListener) -> None:
         self.loop.call_soon_threadsafe(self.service.add_snapshot_listener, fn)
+
+    def add_exposition(self, fn: Callable[[], str]) -> None:
+        self.loop.call_soon_threadsafe(self.service.add_exposition, fn)
 
     def stop(self, timeout: float = 2.0) -> None:
         if not self.loop.is_running():

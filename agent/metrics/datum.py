@@ -88,6 +88,15 @@ def bucket_index(ms: float) -> int:
     return i if i < HISTOGRAM_BUCKETS else HISTOGRAM_BUCKETS - 1
 
 
+def bucket_upper_ms(index: int) -> float:
+    """The upper bound (ms) of bucket ``index``: every value in buckets ``0 … index`` is below it.
+
+    The last bucket is open (``inf``)."""
+    if index >= HISTOGRAM_BUCKETS - 1:
+        return math.inf
+    return _BASE_MS * math.exp(_LOG_R * index)
+
+
 def distribution_datum(name: str, unit: str, dimensions: Dimensions, timestamp: float,
                        buckets: dict[int, list[float]], minimum: float, maximum: float) -> MetricDatum:
     """A distribution from ``{bucket: [count, sum]}``.

@@ -173,6 +173,8 @@ class Recorder:
         self._route_ops: set[str] = set()   # the route budget's names
         self._business_ops: set[str] = set()  # the business budget's names
         self._window_start = time.time()
+        #: Every (operation, tier)'s aggregate since the process started, for ``/metrics`` (merged at collect).
+        self._totals: dict[tuple[str, str], _Agg] = {}
         if publisher is not None:
             publisher.add_source(self.collect)
         on_fork_in_child(self._after_fork)
@@ -280,6 +282,8 @@ class Recorder:
             current, self._by_canon = self._by_canon, {}
             self._current = {}
             start, self._window_start = self._window_start, now
+            for key, agg in current.items():
+                self._totals.setdefault(key, _Agg()).merge(agg)
         if not current:
             return []
         by_op: dict[str, _Agg] = {}
@@ -313,6 +317,17 @@ class Recorder:
             value_datum("Faults", "Count", dims, ts, agg.faults),
             distribution_datum("Latency", "Milliseconds", dims, ts, agg.buckets, agg.lo, agg.hi),
         ]
+
+    def totals(self) -> dict[tuple[str, str], tuple[int, int, int, float, dict[int, float]]]:
+        """Since the process started, per (operation, tier): requests, errors, faults, latency sum (ms) and
+        the latency histogram ``{bucket: count}``, the interval in progress included (for ``/metrics``)."""
+        with self._lock:
+            merged: dict[tuple[str, str], _Agg] = {}
+            for source in (self._totals, self._by_canon):
+                for key, agg in source.items():
+                    merged.setdefault(key, _Agg()).merge(agg)
+        return {key: (a.n, a.errors, a.faults, a.total, {i: c for i, (c, _) in a.buckets.items()})
+                for key, a in merged.items()}
 
     def operations(self) -> list[str]:
         """The distinct operations seen so far (canonical names)."""
@@ -351,6 +366,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._current = {}
         self._by_canon = {}
+        self._totals = {}
         self._window_start = time.time()
 
 
