@@ -103,3 +103,32 @@ def test_apply_with_the_endpoint_down_is_one_line_and_exit_1(tmp_path: Path, aws
     assert main(["cloudwatch", "apply", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pulsetrace: cannot reach AWS (us-east-1)") and err.count("\n") == 1
+
+
+def test_apply_with_every_alarm_and_resource_key_creates_alarms_and_three_dashboards_idempotently(
+        tmp_path: Path, aws_env: dict[str, str], moto_server: MotoServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.agent.test_cloudwatch_alarms import EVERY_KEY
+
+    service = f"shop-{uuid.uuid4().hex[:6]}"
+    data = json.loads(json.dumps(EVERY_KEY))
+    data["service"]["name"] = service
+    config = tmp_path / "pulsetrace.yaml"
+    config.write_text(yaml.safe_dump(data))
+    plan = build_plan(load_config(str(config)))
+    prefix = f"pulsetrace-{service}-prod"
+    cw, _ = clients(moto_server)
+    for run in range(2):
+        assert main(["cloudwatch", "apply", "--config", str(config), "--no-composite"]) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        assert f"{len(plan.metric_alarms) + 3 + 3} applied, 0 failed (us-east-1)" in out
+        alarms = alarms_of(cw, prefix)
+        assert set(alarms) == {a.name for a in plan.metric_alarms}, run
+    boards = {d["DashboardName"] for d in cw.list_dashboards(DashboardNamePrefix=prefix)["DashboardEntries"]}
+    assert boards == {prefix, f"{prefix}-executive", f"{prefix}-dependencies"}
+    rds = alarms[f"{prefix}-rds-connections"]
+    assert (rds["Namespace"], rds["MetricName"], rds["Threshold"]) == ("AWS/RDS", "DatabaseConnections", 160)
+    latency = alarms[f"{prefix}-POST-payments-latency"]
+    assert latency["ExtendedStatistic"] == "p95" and latency["AlarmDescription"].endswith(
+        f"Runbook: https://runbooks.example.test/{prefix}-POST-payments-latency")
+    assert "pg-s3cret-Pw9" not in json.dumps(alarms, default=str)
