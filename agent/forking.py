@@ -36,6 +36,14 @@ def on_fork_in_child(method: Callable[[], Any]) -> None:
             _installed = True
 
 
+def run_in_child() -> None:
+    """Run the callbacks now: for servers that fork without Python's at-fork hooks (uWSGI's workers).
+
+    Call it once, in the child, right after the fork and before the child serves anything.
+    """
+    _run_in_child()
+
+
 def _run_in_child() -> None:
     global _lock
     # The parent's lock may have been held by another thread at fork(): the child gets a new one.

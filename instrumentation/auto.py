@@ -143,6 +143,8 @@ def _make_hook(row: Instrumentation, module_name: str, provider: TracerProvider)
             return
         with _state_lock:
             _undo.append((row.name, undo))
+        if "uwsgi" in sys.modules:  # the application is being loaded by uWSGI's master: its forks need us
+            _hook_uwsgi_forks()
 
     def hook(module: ModuleType) -> None:
         if done.is_set():
@@ -159,6 +161,19 @@ def _make_hook(row: Instrumentation, module_name: str, provider: TracerProvider)
         run(module)
 
     return hook
+
+
+def _hook_uwsgi_forks() -> None:
+    from pulsetrace.instrumentation.servers import hook_uwsgi_forks
+
+    try:
+        undo = hook_uwsgi_forks()
+    except Exception:
+        _log.debug("uWSGI fork hook not installed", exc_info=True)
+        return
+    if undo is not None:
+        with _state_lock:
+            _undo.append(("uwsgi", undo))
 
 
 def active() -> list[str]:

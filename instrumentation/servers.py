@@ -153,3 +153,45 @@ def wrap_call(cls: type, provider: TracerProvider, *, asgi: bool,
             cls.__call__ = original  # type: ignore[method-assign]
 
     return undo
+
+
+def hook_uwsgi_forks() -> Undo | None:
+    """Inside uWSGI, run pulsetrace's at-fork callbacks in each worker it forks.
+
+    uWSGI forks its workers in C without Python's at-fork hooks (unless ``--py-call-osafterfork``),
+    so the agent's export threads, started in the master, would be missing in every worker and its
+    spans would queue for ever. uWSGI calls ``uwsgi.post_fork_hook`` in each new worker: chained
+    there (any hook already set still runs first), with a one-line warning, since the workers'
+    exit still suffers from the missing hooks. ``None`` outside uWSGI or with the option set.
+    """
+    import sys
+
+    uwsgi: Any = sys.modules.get("uwsgi")  # uWSGI's embedded module: attributes set at run time
+    if uwsgi is None or getattr(uwsgi, "_pulsetrace_post_fork", False):
+        return None
+    options = getattr(uwsgi, "opt", None) or {}
+    if options.get("py-call-osafterfork") or options.get(b"py-call-osafterfork"):
+        return None  # Python's own at-fork hooks run in each worker: nothing to add
+    _log.warning("pulsetrace: uWSGI runs without --py-call-osafterfork: its workers miss Python's at-fork "
+                 "hooks and may take uWSGI's reload mercy to exit; add --py-call-osafterfork")
+    from pulsetrace.forking import run_in_child
+
+    previous = getattr(uwsgi, "post_fork_hook", None)
+
+    def post_fork() -> None:
+        if callable(previous):
+            previous()
+        try:
+            run_in_child()
+        except Exception:
+            _log.debug("pulsetrace's fork callbacks failed in a uWSGI worker", exc_info=True)
+
+    uwsgi.post_fork_hook = post_fork
+    uwsgi._pulsetrace_post_fork = True
+
+    def undo() -> None:
+        if getattr(uwsgi, "post_fork_hook", None) is post_fork:
+            uwsgi.post_fork_hook = previous
+        uwsgi._pulsetrace_post_fork = False
+
+    return undo

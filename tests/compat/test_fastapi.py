@@ -85,6 +85,8 @@ SERVERS = {
     "uvicorn-workers": lambda port: [str(BIN / "uvicorn"), "shopapi:app", "--workers", "2", "--host", "127.0.0.1",
                                      "--port", str(port), "--log-level", "warning"],
     "hypercorn": lambda port: [str(BIN / "hypercorn"), "shopapi:app", "--bind", f"127.0.0.1:{port}"],
+    "granian": lambda port: [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2", "shopapi:app"],
 }
 
 
