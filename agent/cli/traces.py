@@ -17,7 +17,7 @@ from typing import Any
 
 from pulsetrace.cli.config import command_options
 from pulsetrace.cli.main import CliError
-from pulsetrace.store import LocalStore
+from pulsetrace.store import LocalStore, StorePathError, store_health
 from pulsetrace.views.filter import Filter, FilterSyntaxError
 from pulsetrace.views.filter import parse as parse_filter
 from pulsetrace.views.trace_search import search_traces
@@ -83,7 +83,12 @@ def _store_dir(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace) -> LocalStore:
-    return LocalStore(_store_dir(args), create=False)
+    store = LocalStore(_store_dir(args), create=False)
+    try:
+        store.check_path()
+    except StorePathError as exc:
+        raise CliError(str(exc), 1) from None
+    return store
 
 
 def _store_error(store: LocalStore, exc: sqlite3.Error) -> CliError:
@@ -199,14 +204,17 @@ def show_command(args: argparse.Namespace) -> int:
 def status_command(args: argparse.Namespace) -> int:
     store = _open(args)
     info: dict[str, Any] = {"store": str(store.dir.resolve()), "exists": store.exists(), "spans": 0,
-                            "size_bytes": 0, "processes": 0, "oldest": None, "newest": None,
+                            "size_bytes": 0, "file_bytes": 0, "processes": 0, "oldest": None, "newest": None,
                             "exported": {}, "dropped": {}, "alerts": {"sent": {}, "dropped": {}}}
-    if store.exists():
+    # The store's own health first: a corrupt file is reported (exit 0), not a reason to fail.
+    info["store_health"] = store_health(store)
+    if store.exists() and not info["store_health"]["detail"].startswith("corrupt:"):
         try:
             conn = store.connect()
             info["spans"] = store.span_count()
             info["processes"] = store.processes()
             info["size_bytes"] = store.used_bytes(conn)
+            info["file_bytes"] = store.file_bytes()
             if info["spans"]:
                 oldest, newest = conn.execute("SELECT min(start), max(start) FROM spans").fetchone()
                 info["oldest"], info["newest"] = oldest, newest
@@ -235,10 +243,14 @@ def _status_lines(info: dict[str, Any]) -> list[str]:
     def by_reason(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "0"
 
+    health = info["store_health"]
+    health_line = [f"health     {health['status']}" + (f": {health['detail']}" if health["detail"] else "")]
     if not info["exists"]:
-        return [f"store      {info['store']} (not created yet: nothing recorded)"]
+        return [f"store      {info['store']} (not created yet: nothing recorded)"] + (
+            health_line if health["status"] != "ok" else [])
     return [
         f"store      {info['store']}",
+        *health_line,
         f"spans      {info['spans']} ({info['size_bytes'] / (1024 * 1024):.1f} MiB), "
         f"from {when(info['oldest'])} to {when(info['newest'])}",
         f"processes  {info['processes']} reported",

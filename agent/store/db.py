@@ -5,7 +5,15 @@ lets readers (the CLI) read while services write, each batch is one short
 ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two writers
 never deadlock upgrading a read lock), and a busy timeout makes writers queue
 instead of failing. Bounded by ``store.retention`` and a size cap: the oldest
-spans go first, in short chunks so a prune never holds the write lock for long.
+spans go first, in short chunks so a prune never holds the write lock for long, and
+the freed pages are returned to the filesystem (incremental vacuum, then a WAL
+checkpoint that truncates), so the file shrinks. With a
+:class:`~pulsetrace.store.maintenance.StoreMaintainer` attached, writers only wake it and
+every prune runs on its thread (the export thread never prunes).
+
+Files are private (0700/0600), symlinks refused, and a database SQLite reports corrupt is
+moved aside and recreated (:mod:`pulsetrace.store.files`); each recovery is recorded in
+the ``store_events`` table of the new database and counted as ``store_recovered``.
 Other components (health history, SLA buckets) keep their own tables in the same
 database through :meth:`LocalStore.connect`.
 
@@ -22,10 +30,20 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store.connections import Held, install_fork_hook
+from pulsetrace.store.files import (
+    check_no_symlinks,
+    is_corruption,
+    move_aside,
+    precreate,
+    prepare_dir,
+    recovered_files,
+)
 from pulsetrace.store.rows import StoredSpan, row_to_span, span_row
 
 _log = logging.getLogger("pulsetrace.store")
@@ -67,75 +85,16 @@ CREATE TABLE IF NOT EXISTS process_counters (
     updated REAL NOT NULL,
     PRIMARY KEY (instance, name, reason)
 );
+CREATE TABLE IF NOT EXISTS store_events (
+    time REAL NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    file TEXT NOT NULL
+);
 """
 
 _COLS = ("trace_id, span_id, parent_span_id, name, kind, service, start, end, status, status_message, "
          "attributes, events, resource, links, scope, remote_parent")
-
-#: Connections inherited through fork(): never used nor closed in the child (closing one there
-#: releases POSIX locks and may checkpoint or unlink files the parent still uses), just kept from
-#: the garbage collector.
-_INHERITED: list[sqlite3.Connection] = []
-#: Every connection this process opened and has not closed yet, by ``id``. Connections live in
-#: per-thread ``threading.local`` slots, and fork() frees the slots of every thread but the one
-#: that forked (CPython clears their thread states), which would close the child's copies of
-#: the parent's descriptors; the at-fork hook moves them all to ``_INHERITED`` first. Plain
-#: dict operations, no lock: the hook runs in a child where another thread may have held one.
-_OPENED: dict[int, sqlite3.Connection] = {}
-_fork_hook_installed = False
-
-
-def _keep_inherited() -> None:
-    """After fork(), in the child: the parent's connections are kept alive, never used or closed."""
-    _INHERITED.extend(_OPENED.values())
-    _OPENED.clear()
-
-
-def _install_fork_hook() -> None:
-    global _fork_hook_installed
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        _fork_hook_installed = True
-        os.register_at_fork(after_in_child=_keep_inherited)
-
-
-class _Held:
-    """One thread's connection, in the store's ``threading.local``; registered in ``_OPENED``.
-
-    Unregistered when its thread ends (the slot is freed) or the store is closed, but only in
-    the process that opened it: in a forked child the connection is the parent's and stays open.
-    """
-
-    __slots__ = ("conn", "pid")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn: sqlite3.Connection | None = conn
-        self.pid = os.getpid()
-        _OPENED[id(conn)] = conn
-
-    def release(self, close: bool) -> None:
-        """Let go of the connection: closed (``close``) or left to whoever still holds it."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        if self.pid != os.getpid():
-            # The parent's: the fork hook moved it to _INHERITED (kept here too should the hook not
-            # have run, e.g. a fork through a path that skips Python's at-fork hooks).
-            if not any(c is conn for c in _INHERITED):
-                _INHERITED.append(conn)
-            return
-        _OPENED.pop(id(conn), None)
-        if close:
-            conn.close()
-
-    def __del__(self) -> None:
-        # The thread ended or the store was dropped: not closed here, since a caller may still hold
-        # the connection (``LocalStore(p).connect().execute(...)``); it closes when the last
-        # reference goes, as any sqlite3 connection does.
-        try:
-            self.release(close=False)
-        except Exception:  # a finalizer must not raise
-            pass
-
 
 class LocalStore:
     """SQLite-backed store. One connection per thread (and per process); safe across processes.
@@ -145,17 +104,24 @@ class LocalStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, retention_s: float = 7 * 86400.0, max_mb: float = 512.0,
-                 create: bool = True, prune_every_s: float = 60.0, prune_every_rows: int = 20_000) -> None:
+                 create: bool = True, prune_every_s: float = 60.0, prune_every_rows: int = 20_000,
+                 metrics: SelfMetrics | None = None) -> None:
         self.dir = Path(path)
         self.db_path = self.dir / DB_NAME
         self.retention_s = retention_s
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.prune_every_s = prune_every_s
         self.prune_every_rows = prune_every_rows
+        self.metrics = metrics
+        #: Called instead of pruning on the writer's thread when a prune is due (a maintainer's ``wake``).
+        self.prune_due: Callable[[], None] | None = None
         self._local = threading.local()
         self._create = create
         self._last_prune = time.monotonic()
         self._rows_since_prune = 0
+        #: Bumped by each recovery: every thread's connection to the old file is then replaced.
+        self._generation = 0
+        self._recover_lock = threading.Lock()
         #: Identifies this process's counters (a pid alone is reused by the OS).
         self._instance = uuid.uuid4().hex
         self._instance_pid = os.getpid()
@@ -163,31 +129,97 @@ class LocalStore:
     def exists(self) -> bool:
         return self.db_path.is_file()
 
+    def check_path(self) -> None:
+        """Raise :class:`~pulsetrace.store.files.StorePathError` when the store's path is a symlink."""
+        prepare_dir(self.dir, create=False)
+        check_no_symlinks(self.db_path)
+
     def connect(self) -> sqlite3.Connection:
-        """This thread's connection (created, with the schema, on first use)."""
-        held: _Held | None = getattr(self._local, "held", None)
+        """This thread's connection (created, with the schema, on first use).
+
+        Raises :class:`~pulsetrace.store.files.StorePathError` for a symlinked store path. A
+        writer (``create=True``) that finds the database corrupt moves it aside and starts a new one.
+        """
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None:
-            if held.pid == os.getpid() and held.conn is not None:
+            if held.pid == os.getpid() and held.conn is not None and self._local.generation == self._generation:
                 return held.conn
             self._local.held = None
-            held.release(close=False)  # inherited through fork(): kept alive, never used
+            held.release(close=held.pid == os.getpid())  # inherited through fork(): kept alive, never used
+        prepare_dir(self.dir, self._create)
+        check_no_symlinks(self.db_path)
         if self._create:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            precreate(self.db_path)
         elif not self.db_path.is_file():
             raise FileNotFoundError(f"no local store at {self.dir}")
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not (self._create and is_corruption(exc)):
+                raise
+            self._recover(str(exc), None)
+            precreate(self.db_path)
+            conn = self._open()
+        install_fork_hook()
+        self._local.held = Held(conn)
+        self._local.generation = self._generation
+        self._local.inode = _inode(self.db_path)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             if self._create:
+                # Only takes effect on a new, empty database; an older one is converted by the maintainer.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 self._set_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # A small cap gets a small WAL too: checkpoints every quarter of the cap, truncated after.
+                pages = max(16, min(1000, self.max_bytes // 4096 // 4))
+                conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+                conn.execute(f"PRAGMA journal_size_limit={pages * 4096}")
                 conn.executescript(_SCHEMA)
+            else:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a file that is no database fails here
         except BaseException:
             conn.close()
             raise
-        _install_fork_hook()
-        self._local.held = _Held(conn)
         return conn
+
+    def recover_if_corrupt(self, exc: BaseException) -> bool:
+        """After ``exc`` from this store: if it says the file is corrupt, move it aside; ``True`` if so.
+
+        Another process may have moved it already (the file at the path is no longer the one
+        this thread has open): then this thread only reconnects.
+        """
+        if not (self._create and is_corruption(exc)):
+            return False
+        self._recover(str(exc), getattr(self._local, "inode", None))
+        return True
+
+    def _recover(self, detail: str, opened_inode: int | None) -> None:
+        with self._recover_lock:
+            self.close()
+            moved = ""
+            current = _inode(self.db_path)
+            if current is not None and (opened_inode is None or current == opened_inode):
+                try:
+                    moved = move_aside(self.db_path).name
+                except FileNotFoundError:
+                    moved = ""  # another process moved it first
+            self._generation += 1
+        if not moved:
+            return
+        _log.warning("local store %s was corrupt (%s): moved aside to %s, a new one is created",
+                     self.db_path, detail, moved)
+        if self.metrics is not None:
+            self.metrics.inc("store_recovered")
+        try:
+            conn = self.connect()
+            conn.execute("INSERT INTO store_events VALUES (?,?,?,?)", (time.time(), "recovered", detail, moved))
+        except sqlite3.Error as exc:
+            _log.debug("store recovery event not recorded: %s", exc)
 
     @staticmethod
     def _set_wal(conn: sqlite3.Connection) -> None:
@@ -204,7 +236,7 @@ class LocalStore:
 
     def close(self) -> None:
         """Close this thread's connection (one inherited through fork() is kept open, unused)."""
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None:
             self._local.held = None
             held.release(close=True)
@@ -223,6 +255,24 @@ class LocalStore:
         rows = [span_row(s, now) for s in spans]
         if not rows:
             return 0
+        try:
+            self._insert(rows)
+        except sqlite3.DatabaseError as exc:
+            if not self.recover_if_corrupt(exc):
+                raise
+            self._insert(rows)  # into the new database
+        self._rows_since_prune += len(rows)
+        if (self._rows_since_prune >= self.prune_every_rows
+                or time.monotonic() - self._last_prune >= self.prune_every_s):
+            if self.prune_due is not None:
+                self._rows_since_prune = 0
+                self._last_prune = time.monotonic()
+                self.prune_due()  # the maintainer prunes on its own thread
+            else:
+                self.prune(now)
+        return len(rows)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -231,11 +281,6 @@ class LocalStore:
         except BaseException:
             _rollback(conn)
             raise
-        self._rows_since_prune += len(rows)
-        if (self._rows_since_prune >= self.prune_every_rows
-                or time.monotonic() - self._last_prune >= self.prune_every_s):
-            self.prune(now)
-        return len(rows)
 
     def prune(self, now: float | None = None) -> int:
         """Apply retention and the size cap; returns the number of spans removed."""
@@ -253,7 +298,44 @@ class LocalStore:
                 break
         self._delete(conn, "DELETE FROM process_counters WHERE updated < ?", (cutoff,))
         removed += self._enforce_size(conn)
+        self.shrink(conn)
         return removed
+
+    def shrink(self, conn: sqlite3.Connection | None = None) -> None:
+        """Give freed pages back to the filesystem and truncate the WAL: the file itself gets smaller."""
+        conn = conn or self.connect()
+        if (int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+                and int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2):
+            # executescript steps the pragma to the end; execute() would free one page per call.
+            conn.executescript("PRAGMA incremental_vacuum;")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass  # a reader holds the WAL: truncated at a later pass
+
+    def convert_to_incremental_vacuum(self) -> bool:
+        """An older store (no auto-vacuum) is rewritten once so that later prunes can shrink it."""
+        conn = self.connect()
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            return False
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
+        return True
+
+    def check_integrity(self) -> str:
+        """``"ok"``, or what SQLite's quick check found wrong (the first problem)."""
+        row = self.connect().execute("PRAGMA quick_check(1)").fetchone()
+        return str(row[0]) if row else "ok"
+
+    def file_bytes(self) -> int:
+        """Bytes on disk: the database and its WAL."""
+        total = 0
+        for path in (self.db_path, Path(str(self.db_path) + "-wal")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
 
     def _enforce_size(self, conn: sqlite3.Connection) -> int:
         used = self.used_bytes(conn)
@@ -304,8 +386,16 @@ class LocalStore:
         """
         if not counters:
             return
+        try:
+            self._write_counters(pid, counters, busy_timeout_s, instance or self._instance_id())
+        except sqlite3.DatabaseError as exc:
+            if not self.recover_if_corrupt(exc):
+                raise
+            self._write_counters(pid, counters, busy_timeout_s, instance or self._instance_id())
+
+    def _write_counters(self, pid: int, counters: dict[tuple[str, str], float], busy_timeout_s: float | None,
+                        instance: str) -> None:
         now = time.time()
-        instance = instance or self._instance_id()
         conn = self.connect()
         if busy_timeout_s is not None:
             conn.execute(f"PRAGMA busy_timeout={max(0, int(busy_timeout_s * 1000))}")
@@ -445,6 +535,40 @@ class LocalStore:
         """How many agent processes have reported counters (within the retention period)."""
         rows = self._rows("SELECT count(DISTINCT instance) FROM process_counters")
         return int(rows[0][0]) if rows else 0
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def store_health(store: LocalStore) -> dict[str, Any]:
+    """``{status, detail, recovered_files}`` for ``pulsetrace status``: ``ok``, ``recovered`` or ``unwritable``."""
+    recovered = recovered_files(store.dir, DB_NAME)
+    health: dict[str, Any] = {"status": "ok", "detail": "", "recovered_files": recovered}
+    if store.exists():
+        try:
+            rows = store.connect().execute("SELECT time, detail, file FROM store_events WHERE event = 'recovered' "
+                                           "ORDER BY time DESC LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                return {**health, "status": "unwritable",
+                        "detail": f"corrupt: {exc} (the agent moves it aside and starts a new one when it next "
+                                  "writes)"}
+            if "no such table" not in str(exc):
+                return {**health, "status": "unwritable", "detail": str(exc)}
+            rows = []
+        if rows:
+            at, detail, name = rows[0]
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+            health.update(status="recovered", detail=f"corrupt store moved aside to {name} at {when}: {detail}")
+        elif recovered:
+            health.update(status="recovered", detail=f"corrupt store moved aside to {recovered[-1]}")
+    if store.dir.is_dir() and not os.access(store.dir, os.W_OK):
+        health.update(status="unwritable", detail=f"the store directory {store.dir} is not writable")
+    return health
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -233,9 +233,14 @@ def test_status_without_a_store(store: LocalStore, capsys: pytest.CaptureFixture
 def test_corrupt_store_is_one_line_exit_1(store: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
     store.dir.mkdir(parents=True)
     store.db_path.write_bytes(b"garbage" * 1000)
-    for argv in (["traces"], ["traces", "show", "a" * 32], ["status"]):
+    for argv in (["traces"], ["traces", "show", "a" * 32]):
         code, out, err = run(argv, capsys)
         assert code == 1 and err.startswith("pulsetrace: cannot read the local store") and err.count("\n") == 1
+    # status reports it (the agent moves it aside at its next write) rather than failing
+    code, out, err = run(["status", "--json"], capsys)
+    health = json.loads(out)["store_health"]
+    assert code == 0 and health["status"] == "unwritable" and health["detail"].startswith("corrupt:")
+    assert store.db_path.read_bytes() == b"garbage" * 1000  # a reader never moves anything
 
 
 def test_cli_in_a_subprocess_reads_while_a_service_writes(tmp_path: Path) -> None:

@@ -40,10 +40,15 @@ def test_store_path_under_a_regular_file_fails_without_raising(tmp_path: Path) -
     exporter.shutdown(0.5)  # must not raise either
 
 
-def test_corrupt_database_file_fails_without_raising(tmp_path: Path) -> None:
-    (tmp_path / "spans.db").write_bytes(b"this is not an SQLite database" * 100)
+def test_corrupt_database_file_is_moved_aside_and_the_export_succeeds(tmp_path: Path) -> None:
+    garbage = b"this is not an SQLite database" * 100
+    (tmp_path / "spans.db").write_bytes(garbage)
     exporter = exporter_for(tmp_path)
-    assert exporter.export(make_spans(2)) is ExportOutcome.FAILURE
+    assert exporter.export(make_spans(2)) is ExportOutcome.SUCCESS
+    exporter.shutdown(2.0)
+    (aside,) = tmp_path.glob("spans.db.corrupt-*")
+    assert aside.read_bytes() == garbage  # kept for a post-mortem, never deleted
+    assert LocalStore(tmp_path, create=False).span_count() == 2
 
 
 def test_exporter_recovers_once_the_directory_is_writable_again(tmp_path: Path) -> None:
@@ -138,4 +143,6 @@ def test_the_counter_writer_is_harmless_when_the_store_cannot_be_written(tmp_pat
     corrupt.mkdir()
     (corrupt / "spans.db").write_bytes(b"garbage" * 1000)
     CounterWriter(corrupt, metrics)()
-    assert metrics.counter("counter_writes_failed") == 3
+    # A corrupt file is moved aside: the counters land in a new store, where status can read them.
+    assert metrics.counter("counter_writes_failed") == 2
+    assert LocalStore(corrupt, create=False).counters()[("spans_dropped", "export_failed:otlp")] == 4

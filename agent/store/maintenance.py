@@ -1,0 +1,114 @@
+"""Keeps the local store within ``store.retention`` and ``store.max_mb``, off the export thread.
+
+:class:`StoreMaintainer` runs on its own background worker (instrumentation suppressed): at
+start-up it checks the database (a corrupt one is moved aside and recreated), converts an
+older store to incremental vacuum once, and prunes; afterwards it prunes whenever the store's
+writer says a prune is due (every ``prune_every_rows`` rows or ``prune_every_s`` seconds, it
+only wakes this thread) and at least every ``interval_s``. Each prune deletes the oldest spans
+in short transactions, returns the freed pages to the filesystem and truncates the WAL, so the
+files on disk stay near the cap. A last pass runs at shutdown, within its deadline.
+
+Never raises: a failed pass is logged at debug level, counted as ``store_maintenance_failed``
+and tried again at the next one. Never runs on the request path nor on the export thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+from pulsetrace.background import start_worker
+from pulsetrace.selfmetrics import SelfMetrics
+from pulsetrace.store.db import LocalStore
+
+__all__ = ["StoreMaintainer"]
+
+_log = logging.getLogger("pulsetrace.store")
+
+
+class StoreMaintainer:
+    """The background worker that prunes, shrinks and checks one :class:`LocalStore`."""
+
+    def __init__(self, store: LocalStore, metrics: SelfMetrics | None = None, *, interval_s: float = 30.0) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Passes completed (for tests and ``pulsetrace status``-style diagnostics).
+        self.passes = 0
+
+    def start(self) -> StoreMaintainer:
+        """Start the worker (once); the writer then only wakes it when a prune is due."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self.store.prune_due = self.wake
+            self._thread = start_worker("pulsetrace-store-maintenance", self._run)
+        return self
+
+    def wake(self) -> None:
+        """Ask for a pass soon (cheap: sets an event; safe from any thread)."""
+        self._idle.clear()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no pass is pending or running (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker after one last pass, bounded by ``timeout``."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout)
+        self._thread = None
+        self.store.prune_due = None
+
+    def _run(self) -> None:
+        self._startup()
+        while not self._stop.is_set():
+            self._idle.set()
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self._idle.clear()
+            self._pass()
+        self._pass()  # the last one, at shutdown
+        self.store.close()
+        self._idle.set()
+
+    def _startup(self) -> None:
+        try:
+            problem = self.store.check_integrity()
+            if problem != "ok":
+                # quick_check reads every page: a corruption a write has not met yet is found here.
+                self.store.recover_if_corrupt(sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
+            if self.store.convert_to_incremental_vacuum():
+                _log.debug("local store %s converted to incremental vacuum", self.store.db_path)
+        except (sqlite3.Error, OSError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and self.store.recover_if_corrupt(exc):
+                return self._pass()
+            self._failed(exc)
+        self._pass()
+
+    def _pass(self) -> None:
+        started = time.monotonic()
+        try:
+            self.store.prune()
+        except (sqlite3.Error, OSError) as exc:
+            if not (isinstance(exc, sqlite3.DatabaseError) and self.store.recover_if_corrupt(exc)):
+                self._failed(exc)
+        else:
+            self.passes += 1
+            _log.debug("local store pass in %.3fs", time.monotonic() - started)
+
+    def _failed(self, exc: BaseException) -> None:
+        _log.debug("local store maintenance failed: %s", exc)
+        if self.metrics is not None:
+            self.metrics.inc("store_maintenance_failed")
+        self.store.close()  # the next pass reconnects
