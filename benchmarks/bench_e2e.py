@@ -27,10 +27,12 @@ work           server span, the business span, httpx: asyncpg and redis disabled
                    record 3 entities per request: the "same work" comparison
 pulsetrace tiers   ``pulsetrace run -- uvicorn`` with the default configuration (default tiers:
                    ``/orders*`` is the business tier, 30 % + 1 trace/s; the local store)
+pulsetrace tiers,  the same with ``PULSETRACE_LEAN_CLIENTS=0``: contrib's httpx/asyncpg/redis
+contrib clients    instrumentors instead of the lean hooks (what the lean hooks save, report only)
 =================  =============================================================================
 
-Rounds are interleaved (each round runs every configuration once, the order reversed
-on odd rounds); each run is ``wrk -t1 -c32 --latency`` for a fixed time, then a
+Rounds are interleaved (each round runs every configuration once, starting at a different
+place in the list each round, backwards on odd rounds); each run is ``wrk -t1 -c32 --latency`` for a fixed time, then a
 settle second so the run's own export work is charged to it. CPU is user+system of
 the server's whole process tree (wrapper included) from ``/proc``; resident memory
 (RSS) of that tree is read at the end of every run, at steady load. The peers (the
@@ -207,6 +209,13 @@ def build_variants(workdir: Path, dsn: str, redis_url: str, downstream: str) -> 
     variants.append(Variant("ptdefault", "pulsetrace default tiers", [*ours, str(cfgdef), "--", *_uvicorn(port)],
                             {**base, "BENCH_MODE": "pulsetrace"}, port))
     variants[-1].info.update(exporter="local", store=str(workdir / "store-default"))
+    port = free_port()
+    cfgcontrib = _pulsetrace_config(workdir / "ptcontrib.yaml", workdir / "store-contrib", all_sampled=False,
+                                    udp_port=None)
+    variants.append(Variant("ptcontrib", "pulsetrace default tiers, contrib client instrumentors",
+                            [*ours, str(cfgcontrib), "--", *_uvicorn(port)],
+                            {**base, "BENCH_MODE": "pulsetrace", "PULSETRACE_LEAN_CLIENTS": "0"}, port))
+    variants[-1].info.update(exporter="local", store=str(workdir / "store-contrib"))
     return variants
 
 
@@ -253,6 +262,8 @@ def _measure(v: Variant, seconds: float, script: Path) -> None:
 def _exported(v: Variant) -> str:
     if v.sink_port is not None:
         stats = _get_json(f"http://127.0.0.1:{v.sink_port}/stats")
+        if stats.get("sampled_traces"):
+            v.info["spans_per_trace"] = stats["sampled_spans"] / stats["sampled_traces"]
         if stats["udp_datagrams"]:
             return f"{stats['udp_datagrams']:,} UDP datagrams"
         paths = ", ".join(f"{p} {n:,}" for p, n in sorted(stats["otlp_paths"].items()))
@@ -287,9 +298,16 @@ def absolute_table(variants: list[Variant]) -> str:
     return "\n".join(lines)
 
 
+def _entities(v: Variant) -> float:
+    """Spans per request: counted in the OTLP exports when the sink saw some, else :data:`ENTITIES`."""
+    measured = v.info.get("spans_per_trace")
+    return float(measured) if measured else float(ENTITIES[v.key])
+
+
 def _per_entity(v: Variant, bare: Variant) -> list[float]:
     """CPU per recorded span, per round: the configuration's CPU per request over the uninstrumented one's."""
-    return [max(0.0, c - b) / ENTITIES[v.key] for c, b in zip(v.cpu_per_req, bare.cpu_per_req, strict=False)]
+    n = _entities(v)
+    return [max(0.0, c - b) / n for c, b in zip(v.cpu_per_req, bare.cpu_per_req, strict=False)]
 
 
 def comparisons(by: dict[str, Variant], rounds: int, seconds: float) -> list[Comparison]:
@@ -302,7 +320,8 @@ def comparisons(by: dict[str, Variant], rounds: int, seconds: float) -> list[Com
                         f"RSS {_med(v.rss) / 2**20:,.0f} MiB"
                         for v in by.values())
     entity_note = ("(CPU per request − uninstrumented CPU per request) / spans recorded per request, per round; "
-                   + ", ".join(f"{by[k].label}: {n}" for k, n in ENTITIES.items()))
+                   "spans per request (upstream's counted in its OTLP exports): "
+                   + ", ".join(f"{by[k].label}: {_entities(by[k]):.1f}" for k in ENTITIES))
     out = [
         Comparison("e2e throughput: default tiers vs none", ptdef.label, bare.label, "req/s", ptdef.rps(), bare.rps(),
                    goal=(">=", 0.92), note=f"{setup}. Absolute: {compact}"),
@@ -324,6 +343,10 @@ def comparisons(by: dict[str, Variant], rounds: int, seconds: float) -> list[Com
                    "(send/receive spans, OTLP traces+metrics+logs over http/protobuf)"),
         Comparison("e2e throughput: 100 % vs upstream OTel, lean", pt100.label, lean.label, "req/s", pt100.rps(),
                    lean.rps(), goal=None, note="upstream with send/receive spans excluded and metrics/logs off"),
+        Comparison("e2e CPU/request: default tiers, lean hooks vs contrib's", ptdef.label, by["ptcontrib"].label,
+                   "s", ptdef.cpu_per_req, by["ptcontrib"].cpu_per_req, goal=None,
+                   note="the same pulsetrace configuration, the client spans by the lean hooks or by contrib's "
+                   "instrumentors (PULSETRACE_LEAN_CLIENTS=0)"),
         Comparison("e2e RSS at steady load: 100 % vs upstream OTel", pt100.label, otel.label, "MiB",
                    [r / 2**20 for r in pt100.rss], [r / 2**20 for r in otel.rss], goal=("<=", 1.0),
                    note="resident memory of the server's process tree (pulsetrace's supervisor included: it runs "
@@ -363,7 +386,12 @@ def measure(quick: bool) -> tuple[list[Variant], list[Comparison]]:
             run_wrk(v.url + "/orders", warmup, connections=CONNECTIONS, script=script)
         time.sleep(SETTLE_S)
         for i in range(rounds):
-            order = variants if i % 2 == 0 else list(reversed(variants))
+            # Each round starts elsewhere in the list and odd rounds run backwards, so no two configurations
+            # are always neighbours in time (a burst of load elsewhere would hit both alike).
+            shift = (3 * i) % len(variants)
+            order = variants[shift:] + variants[:shift]
+            if i % 2:
+                order.reverse()
             for v in order:
                 print(f"   round {i + 1}/{rounds}: {v.label}", file=sys.stderr, flush=True)
                 _measure(v, seconds, script)

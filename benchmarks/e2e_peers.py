@@ -19,6 +19,7 @@ import asyncio
 import json
 import signal
 
+SAMPLED_POSTS = 40
 _STOCK = json.dumps({"item": "book", "in_stock": 12, "warehouse": "blr-1"}).encode()
 
 
@@ -29,11 +30,34 @@ class Counters:
         self.otlp_paths: dict[str, int] = {}
         self.udp_datagrams = 0
         self.udp_bytes = 0
+        #: Spans and distinct traces in the first OTLP trace exports (spans per trace, for the per-span rows).
+        self.sampled_spans = 0
+        self.sampled_traces: set[bytes] = set()
+        self.sampled_posts = 0
+
+    def count_spans(self, body: bytes) -> None:
+        """Decode the first few ``/v1/traces`` bodies only: decoding every one would take CPU from the server."""
+        if self.sampled_posts >= SAMPLED_POSTS:
+            return
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except Exception:
+            return
+        self.sampled_posts += 1
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    self.sampled_spans += 1
+                    self.sampled_traces.add(span.trace_id)
 
     def as_json(self) -> bytes:
         return json.dumps({"http_requests": self.http_requests, "http_bytes": self.http_bytes,
                            "otlp_paths": self.otlp_paths, "udp_datagrams": self.udp_datagrams,
-                           "udp_bytes": self.udp_bytes}).encode()
+                           "udp_bytes": self.udp_bytes, "sampled_spans": self.sampled_spans,
+                           "sampled_traces": len(self.sampled_traces)}).encode()
 
 
 def _response(status: str, body: bytes, ctype: str) -> bytes:
@@ -68,9 +92,12 @@ class _HttpProtocol(asyncio.Protocol):
                     length = int(value.strip() or 0)
             if len(self.buffer) < end + 4 + length:
                 return
+            body = bytes(self.buffer[end + 4:end + 4 + length])
             del self.buffer[:end + 4 + length]
             request_line = head.split("\r\n", 1)[0].split(" ")
             method, path = (request_line + ["", ""])[:2]
+            if self.role == "sink" and path.startswith("/v1/traces"):
+                self.counters.count_spans(body)
             assert self.transport is not None
             self.transport.write(self._answer(method, path, length))
 

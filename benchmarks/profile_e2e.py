@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("default", "all", "none"), default="default")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--no-profile", action="store_true", help="only the CPU per request, no profiler")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pulsetrace-profile-"))
     pg, rds = PostgresServer.create(), RedisServer.create()
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 await _drive(app, 50, body)  # warm-up
                 profile = cProfile.Profile()
                 start = time.process_time()
+                if args.no_profile:
+                    await _drive(app, args.requests, body)
+                    return time.process_time() - start
                 profile.enable()
                 await _drive(app, args.requests, body)
                 profile.disable()
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 return cpu
 
         cpu = asyncio.run(run())
-        print(f"mode={args.mode}: {cpu / args.requests * 1e6:,.0f} µs CPU per request (under the profiler)")
+        print(f"mode={args.mode}: {cpu / args.requests * 1e6:,.0f} µs CPU per request"
+              f"{'' if args.no_profile else ' (under the profiler)'}")
         if args.mode != "none":
             from pulsetrace import runtime
 
