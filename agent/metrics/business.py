@@ -29,7 +29,8 @@ verdict is remembered, so the rules below cost nothing on later calls:
   long hex or tokens) becomes ``{id}``;
 - **cardinality**: per metric and dimension, at most ``max_dimension_values`` distinct
   values; later ones are folded into ``other`` and every folded call is counted
-  (``metrics_dimension_overflow{METRIC}``).
+  (``metrics_dimension_overflow{METRIC}``); and at most 10 × that many dimension sets per
+  metric (combinations past it have every value ``other``).
 
 Never raises into the caller; never does I/O.
 """
@@ -81,6 +82,8 @@ _AGENT_DIMENSIONS = frozenset({"Service", "Environment"})
 _DIM_NAME = re.compile(r"[^A-Za-z0-9_.\-]+")
 _ID_CAMEL = re.compile(r"[a-z0-9]Id$")
 _ID_SUFFIX = re.compile(r"(?:^|[_.\-])id$", re.IGNORECASE)
+#: A metric's dimension sets are at most this many times ``max_dimension_values``.
+SERIES_PER_VALUE = 10
 #: Raw keys remembered with their verdict; past this, new raw keys are judged on every call (still correct).
 _MAX_CACHE = 10_000
 
@@ -129,6 +132,9 @@ class BusinessMetrics:
         self._by_series: dict[Series, _Stat] = {}
         self._names: set[str] = set()
         self._values: dict[tuple[str, str], set[str]] = {}  # (metric, dimension) → admitted values
+        #: metric → its dimension sets: combinations of admitted values are bounded too.
+        self._series: dict[str, set[Dimensions]] = {}
+        self.max_series = SERIES_PER_VALUE * self.max_values
         #: Every series' totals since the process started: (calls, sum), for ``/metrics``.
         self._totals: dict[Series, list[float]] = {}
         self._window_start = time.time()
@@ -225,7 +231,15 @@ class BusinessMetrics:
                 else:
                     admitted.add(value)
             dims[dim] = value
-        return (name, unit, kind, tuple(sorted(dims.items()))), folded
+        pairs = tuple(sorted(dims.items()))
+        known = self._series.setdefault(name, set())
+        if pairs not in known:
+            if len(known) >= self.max_series:
+                # every value admitted, but too many combinations of them: the whole set is `other`
+                pairs = tuple((k, OTHER) for k, _ in pairs)
+                folded = True
+            known.add(pairs)
+        return (name, unit, kind, pairs), folded
 
     def dimension_value(self, key: str, raw: object) -> str:
         """The value a dimension ``key`` may carry for ``raw``: itself, ``redacted`` or ``{id}``."""

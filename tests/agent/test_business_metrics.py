@@ -156,3 +156,18 @@ def test_business_operation_value_records_its_sum_by_outcome(installed: Any) -> 
     assert data[(("Operation", "payment.create"), ("Outcome", "failure"))].total == 7.0
     assert bm.totals()[("OrderCreateTotal", "None", "metric", (("Operation", "order.create"),
                                                                 ("Outcome", "success")))] == (1.0, 42.0)
+
+
+def test_combinations_of_admitted_values_are_bounded_per_metric() -> None:
+    bm, metrics = make(max_dimension_values=3)  # at most 30 dimension sets
+    words = ("alpha", "beta", "gamma")
+    for a in words:
+        for b in words:
+            for c in words:
+                bm.record("Combo", 1, "Count", {"a": a, "b": b, "c": c}, "count")  # 27 sets: all kept
+    for a, b in (("alpha", "beta"), ("beta", "gamma"), ("gamma", "alpha"), ("alpha", "alpha")):
+        bm.record("Combo", 1, "Count", {"a": a, "b": b, "d": "x"}, "count")
+    data = by_dims(bm.collect(1.0), "Combo")
+    assert len(data) == 27 + 3 + 1  # 27 + 3 new sets kept, the fourth new one folded into all-`other`
+    assert data[(("a", "other"), ("b", "other"), ("d", "other"))].total == 1
+    assert metrics.counter("metrics_dimension_overflow", "Combo") == 1
