@@ -34,6 +34,8 @@ __all__ = ["AlertService"]
 
 _log = logging.getLogger("pulsetrace.alerts")
 COUNTERS_EVERY = 5.0
+#: Least time between two evaluation passes (seconds).
+MIN_GAP = 0.1
 #: The agent's own drop counters that raise ``agent:dropped`` (alerts' own drops would feed themselves).
 DROP_COUNTERS = ("spans_dropped", "metrics_dropped")
 
@@ -52,7 +54,7 @@ class AlertService:
         self.book = AlertBook(self.store)
         self.counters = CounterWriter(cfg.store.path, self.metrics, retention_s=cfg.store.retention)
         self.drops = DropWatch(cfg.alerts.drop_window, cfg.alerts.evaluate_interval)
-        self._snapshot: Mapping[str, Any] | None = None
+        self._snapshot: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,9 +63,13 @@ class AlertService:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def on_snapshot(self, details: Mapping[str, Any]) -> None:
-        """Health snapshot listener: keeps the latest, wakes the evaluator. O(1), never blocks."""
-        self._snapshot = details
+    def on_snapshot(self, snapshot: Any) -> None:
+        """Health snapshot listener: keeps the latest, wakes the evaluator. O(1), never blocks.
+
+        Takes the details dict (``/health/details``) or a typed snapshot with ``to_dict()`` giving
+        it; the conversion happens on the evaluator's thread, never on the probes' loop.
+        """
+        self._snapshot = snapshot
         self._wake.set()
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -73,7 +79,9 @@ class AlertService:
         now = self.clock()
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is not None:
-            self.engine.observe(snapshot_alerts(self.cfg, snapshot, now), SNAPSHOT_SCOPE, now)
+            to_dict = getattr(snapshot, "to_dict", None)
+            details: Mapping[str, Any] = to_dict() if callable(to_dict) else snapshot
+            self.engine.observe(snapshot_alerts(self.cfg, details, now), SNAPSHOT_SCOPE, now)
         interval = self.cfg.alerts.evaluate_interval
         if now >= self._next_store_look:
             self._next_store_look = now + interval
@@ -114,14 +122,18 @@ class AlertService:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before evaluating: a snapshot arriving during it wakes the next pass
             try:
                 wait = self.evaluate()
             except Exception:
                 self.metrics.inc("alerts_source_errors", 1, "engine")
                 _log.warning("alerts: evaluation failed", exc_info=True)
                 wait = 1.0
-            self._wake.wait(max(0.05, wait))
-            self._wake.clear()
+            # Snapshots arriving faster than this are coalesced (only the latest matters), so a burst
+            # of probe results costs the probes' loop no more than a few passes of evaluation.
+            if self._stop.wait(MIN_GAP):
+                return
+            self._wake.wait(max(0.0, wait - MIN_GAP))
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop evaluating; give queued messages up to ``timeout`` to leave; write the counters."""

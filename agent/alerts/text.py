@@ -39,6 +39,8 @@ def truncate(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
 
 def one_line(text: str) -> str:
     """Control characters and line breaks become spaces."""
+    if text.isprintable():  # the common case, at C speed: no control character, no line break
+        return " ".join(text.split())
     return " ".join("".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).split())
 
 

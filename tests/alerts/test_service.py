@@ -219,3 +219,20 @@ def test_a_receiver_hanging_then_failing_costs_counted_drops_never_the_probes_or
         alerts.stop(1.0)
         health.stop(1.0)
     assert json.loads(json.dumps(team.errors)) == []
+
+
+def test_a_typed_snapshot_is_read_through_its_to_dict_like_the_details(tmp_path: Path,
+                                                                       receivers: dict[str, Receiver]) -> None:
+    from types import SimpleNamespace
+
+    cfg = config(tmp_path, receivers, group_wait="0s")
+    alerts = AlertService(cfg, SelfMetrics(), clock=Clock())
+    details = {"status": "DOWN", "probes": {"pay": {"status": "DOWN", "critical": True, "detail": "refused",
+                                                    "last_transition": T0, "sla": {}, "impact": {}}}}
+    try:
+        alerts.on_snapshot(SimpleNamespace(to_dict=lambda: details))
+        alerts.evaluate()
+        opened = alerts.engine.open["probe:pay"].alert
+    finally:
+        alerts.stop(0.5)
+    assert (opened.severity, opened.title, opened.summary) == ("critical", "pay is DOWN", "refused")
