@@ -148,10 +148,53 @@ def _render(driver: Any, url: str) -> float:
     return float(timing[1] - timing[0]) / 1000.0
 
 
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds a running process has used (Linux /proc): machine load does not inflate it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_CPU: list[float] = []
+
+
 def _wall(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall time of a command; its CPU seconds are appended to ``_CPU``."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    _CPU.append(_children_cpu() - cpu)
+    return wall
+
+
+def _start_to_answer(cmd: list[str], env: dict[str, str]) -> float:
+    import httpx
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        m = re.search(r"(http://\S+)/", proc.stderr.readline())
+        if not m:
+            raise RuntimeError("pulsetrace ui did not start")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(m.group(1) + "/static/ui.css", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.005)
+        return time.perf_counter() - start
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
 
 
 def run(quick: bool) -> list[Comparison]:
@@ -180,18 +223,32 @@ def run(quick: bool) -> list[Comparison]:
         html = work / "map.html"
         peer_map_cmd = [*cli, "servicemap", "--since", "15m", "--html", str(html)]
         ours_map, peer_map, ours_trace, peer_trace, ours_list = [], [], [], [], []
+        cpu_ours_map: list[float] = []
+        cpu_peer_map: list[float] = []
+        cpu_ours_trace: list[float] = []
+        cpu_peer_trace: list[float] = []
         for i in range(rounds):
             order = [0, 1] if i % 2 == 0 else [1, 0]
             for which in order:
                 if which == 0:
+                    cpu = _proc_cpu(ui.pid)
                     ours_map.append(_render(driver, base + "/?since=15m"))
+                    cpu_ours_map.append(_proc_cpu(ui.pid) - cpu)
+                    cpu = _proc_cpu(ui.pid)
                     ours_trace.append(_render(driver, f"{base}/traces/{trace_id}"))
+                    cpu_ours_trace.append(_proc_cpu(ui.pid) - cpu)
                     ours_list.append(_render(driver, base + "/traces?since=1h&filter=" +
                                              "service(%22payment-gateway%22)%20AND%20fault"))
                 else:
                     wall = _wall(peer_map_cmd, env)
+                    cpu_peer_map.append(_CPU[-1])
                     peer_map.append(wall + _render(driver, html.as_uri()))
                     peer_trace.append(_wall([*cli, "traces", "show", trace_id], env))
+                    cpu_peer_trace.append(_CPU[-1])
+        ours_start, bare_start = [], []
+        for i in range(rounds):
+            ours_start.append(_start_to_answer([*cli, "ui", "--listen", "127.0.0.1:0", "--store", str(store)], env))
+            bare_start.append(_wall([sys.executable, "-c", "pass"], env))
         note = (f"store {size / 1024 ** 3:.2f} GiB ({built:.0f} s to build), 15-minute map window; "
                 "ours = Chromium's loadEventEnd against a running `pulsetrace ui`; peers include process start")
         return [
@@ -200,6 +257,14 @@ def run(quick: bool) -> list[Comparison]:
             Comparison("ui: 5,000-span trace, first render, 1 GB store", "pulsetrace ui /traces/ID",
                        "traces show ID", "s", ours_trace, peer_trace, goal=None,
                        note="first page of the waterfall (1,000 rows) and the details of the root span"),
+            Comparison("ui: service map, CPU seconds, 1 GB store", "the ui server rendering /",
+                       "servicemap --html (whole command)", "s", cpu_ours_map, cpu_peer_map, goal=None,
+                       note="CPU time, which the machine's load does not inflate; the browser's own work excluded"),
+            Comparison("ui: 5,000-span trace, CPU seconds, 1 GB store", "the ui server rendering /traces/ID",
+                       "traces show ID (whole command)", "s", cpu_ours_trace, cpu_peer_trace, goal=None),
+            Comparison("ui: start-up to the first answer", "pulsetrace ui (launch → GET /static/ui.css)",
+                       "python -c pass", "s", ours_start, bare_start, goal=None,
+                       note="imports Starlette, Jinja2 and uvicorn, loads the configuration, binds, answers"),
             Comparison("ui: filtered trace list, first render, 1 GB store", "pulsetrace ui /traces?filter=...",
                        "servicemap --html + open", "s", ours_list, peer_map, goal=None,
                        note='service("payment-gateway") AND fault over the last hour, 50 newest matches'),

@@ -74,6 +74,8 @@ class UiSettings:
     region: str = ""
     #: Seconds between refreshes of the health page.
     refresh_s: int = 15
+    #: The map draws at most this many of the window's newest spans (and says so).
+    map_max_spans: int = 20_000
 
 
 class _Console:
@@ -106,17 +108,26 @@ class _Console:
         value = request.query_params.get(name, default)
         return value if value in choices else default
 
-    def _graph(self, since_s: int) -> ServiceGraph:
+    def _graph(self, since_s: int) -> tuple[ServiceGraph, float | None]:
+        """The graph of the window, and where it really starts when the window held more than
+        ``map_max_spans`` spans (the newest ones are drawn; ``None`` when all were)."""
         now = time.time()
+        start = now - since_s
         if not self.store.exists():
-            return ServiceGraph(start=now - since_s, end=now)
-        return graph_from_store(self.store, now - since_s, now)
+            return ServiceGraph(start=start, end=now), None
+        # The start of the map_max_spans-th newest span, through the start index: a 7-day window on
+        # a busy store draws its newest spans in bounded time instead of translating all of them.
+        row = self.store.connect().execute("SELECT start FROM spans ORDER BY start DESC LIMIT 1 OFFSET ?",
+                                           (self.s.map_max_spans,)).fetchone()
+        cut = float(row[0]) if row is not None and float(row[0]) > start else None
+        graph = graph_from_store(self.store, cut if cut is not None else start, now)
+        return graph, cut
 
     # -- the service map ----------------------------------------------------------------------------
 
     def map_page(self, request: Request) -> Response:
         since = self._choice(request, "since", MAP_RANGES, "15m")
-        graph = self._graph(MAP_RANGES[since])
+        graph, cut = self._graph(MAP_RANGES[since])
 
         def traces_url(expr: str) -> str:
             return "/traces?" + urlencode({"filter": expr, "since": since})
@@ -124,7 +135,7 @@ class _Console:
         svg = render_svg(graph, node_href=lambda n: traces_url(node_filter(n.name)),
                          edge_href=lambda e: traces_url(edge_filter(graph.nodes[e.source].name,
                                                                     graph.nodes[e.target].name)))
-        return self.page("map.html", request, title="Service map", since=since, graph=graph, svg=svg,
+        return self.page("map.html", request, title="Service map", since=since, graph=graph, svg=svg, cut=cut,
                          colours=COLOURS, has_store=self.store.exists())
 
     def api_servicemap(self, request: Request) -> Response:
@@ -137,7 +148,8 @@ class _Console:
             return JSONResponse({"error": "bad since", "detail": f"not a duration: {text[:50]!r}"}, status_code=400)
         if not 0 < seconds <= 30 * 86400:
             return JSONResponse({"error": "bad since", "detail": "between 1s and 30d"}, status_code=400)
-        return JSONResponse(self._graph(int(math.ceil(seconds))).to_json())
+        graph, cut = self._graph(int(math.ceil(seconds)))
+        return JSONResponse(graph.to_json(), headers={"X-Pulsetrace-Newest-Spans-From": repr(cut)} if cut else None)
 
     # -- the trace list -----------------------------------------------------------------------------
 
@@ -216,7 +228,7 @@ class _Console:
             page_no = 0
         pages = max(1, math.ceil(len(rows) / ROWS_PER_PAGE))
         page_no = min(page_no, pages - 1)
-        selected_id = request.query_params.get("span") or default_span(spans)
+        selected_id = request.query_params.get("span") or default_span(rows)
         selected = next((s for s in spans if s.span_id == selected_id), None)
         if selected is not None and request.query_params.get("span") is None:
             # open the page that holds the span shown by default
@@ -225,10 +237,8 @@ class _Console:
                 page_no = index // ROWS_PER_PAGE
         details = None
         if selected is not None:
-            # Only the selected span and its children are translated: a 5,000-span trace costs one
-            # span's translation, not the whole trace's.
-            children = [s for s in spans if s.parent_span_id == selected.span_id and s is not selected]
-            details = span_details(selected, segment_documents([selected, *children]), spans)
+            # Only the selected span is translated: a 5,000-span trace costs one span's translation.
+            details = span_details(selected, segment_documents([selected]), spans)
         summary = summarize(spans)
         console = xray_console_url(self.s.region, summary.xray_trace_id) if self.s.region else None
         return self.page("trace.html", request, title=f"Trace {trace_id}", summary=summary,

@@ -64,9 +64,10 @@ def waterfall(spans: Sequence[StoredSpan]) -> tuple[list[Row], float, float]:
     return rows, t0, total
 
 
-def default_span(spans: Sequence[StoredSpan]) -> str | None:
-    """The span to open first: the first with an exception, else the first that failed, else the root."""
-    ordered = [s for s, _ in _tree_order(spans)]
+def default_span(rows: Sequence[Row]) -> str | None:
+    """The span to open first (``rows`` from :func:`waterfall`): the first with an exception, else the
+    first that failed, else the root."""
+    ordered = [r.span for r in rows]
     for s in ordered:
         if any(e.get("name") == "exception" for e in s.events):
             return s.span_id
@@ -117,13 +118,14 @@ def span_details(span: StoredSpan, documents: Sequence[Mapping[str, Any]],
     exported = None
     if doc is not None:
         shown = {k: v for k, v in doc.items() if k != "subsegments"}
+        children = sum(1 for s in spans if s.parent_span_id == span.span_id and s is not span)
+        if children:
+            shown["subsegments"] = f"{children} subsegment(s), shown on their own spans"
         if doc.get("type") == "subsegment" and any(s.span_id == span.parent_span_id for s in spans):
             # translated on its own, it reads as an independent subsegment document; in the trace's
             # export it is nested in its parent, without these three fields
             for key in ("type", "trace_id", "parent_id"):
                 shown.pop(key, None)
-        if doc.get("subsegments"):
-            shown["subsegments"] = f"{len(doc['subsegments'])} subsegment(s), shown on their own spans"
         exported = json.dumps(shown, indent=2, ensure_ascii=False, default=str, sort_keys=True)
     exceptions = []
     other_events = []

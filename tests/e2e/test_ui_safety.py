@@ -248,3 +248,22 @@ def test_open_alerts_from_the_store_are_on_the_health_page(tmp_path: Path) -> No
     assert "oncall, team" in page and ">firing<" in page
     with ui_server("--store", str(tmp_path / "none")) as url:  # no alerts kept, none configured: no section
         assert 'id="alerts"' not in httpx.get(url + "/probes", timeout=60).text
+
+
+async def test_a_crowded_window_draws_the_newest_spans_and_says_so(filled: dict[str, Any]) -> None:
+    """In process (the same ASGI app over httpx's ASGI transport): the span cap is a setting, not a flag."""
+    from pulsetrace.config.schema import Config
+    from pulsetrace.ui.app import UiSettings, create_app
+
+    def client(app: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+
+    async with client(create_app(UiSettings(store=filled["store"], config=Config(), map_max_spans=1000))) as c:
+        r = await c.get("/api/servicemap", params={"since": "1h"})
+        cut = float(r.headers["x-pulsetrace-newest-spans-from"])
+        assert r.json()["window"]["start"] == cut
+        assert sum(n["requests"] for n in r.json()["nodes"] if n["type"] == "database") <= 1000
+        assert 'id="map-cut"' in (await c.get("/", params={"since": "1h"})).text
+    async with client(create_app(UiSettings(store=filled["store"], config=Config()))) as c:
+        assert "x-pulsetrace-newest-spans-from" not in (await c.get("/api/servicemap?since=1h")).headers
+        assert 'id="map-cut"' not in (await c.get("/?since=1h")).text
