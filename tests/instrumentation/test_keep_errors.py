@@ -242,19 +242,33 @@ def test_span_failed_reads_status_exception_events_and_http_5xx() -> None:
     assert [span_failed(s) for s in spans] == [False, True, True, True, True, False]  # type: ignore[arg-type]
 
 
-def test_the_buffer_stays_bounded_with_10000_unsampled_traces_in_flight() -> None:
-    """10,000 traces whose roots are still open: at most max_pending_traces are held; memory stops growing."""
+@pytest.mark.parametrize("children", ["sdk", "light"])
+def test_the_buffer_stays_bounded_with_10000_unsampled_traces_in_flight(children: str) -> None:
+    """10,000 traces whose roots are still open: at most max_pending_traces are held; memory stops growing.
+
+    The children are SDK spans, or the light spans the lean client hooks make in a recorded,
+    unsampled trace (they reach the buffer the same way).
+    """
+    from pulsetrace.instrumentation.clients.base import ClientTracer
+    from pulsetrace.instrumentation.clients.light import LightSpan
+
     metrics = SelfMetrics()
     buffer = KeepErrorsBuffer(metrics, max_pending_traces=2048, max_spans_per_trace=256)
     r = Rig(buffer, metrics)
+    clients = ClientTracer(r.tracer, r.provider, "test.clients")
     try:
         def feed(n: int) -> None:
             for _ in range(n):
                 root = r.tracer.start_span("GET /open", kind=SpanKind.SERVER)  # never ended: in flight
                 parent = trace.set_span_in_context(root)
                 for j in range(2):
-                    with r.tracer.start_as_current_span(f"db-{j}", context=parent,
-                                                        attributes={"db.system": "postgresql", "j": j}):
+                    attributes = {"db.system": "postgresql", "j": j}
+                    if children == "light":
+                        span = clients.start(f"db-{j}", parent, attributes)
+                        assert isinstance(span, LightSpan)
+                        span.end()
+                        continue
+                    with r.tracer.start_as_current_span(f"db-{j}", context=parent, attributes=attributes):
                         pass
 
         feed(100)  # warm caches before measuring
