@@ -99,6 +99,12 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
         from pulsetrace.metrics.request_metrics import build_recorder
 
         recorder = build_recorder(cfg, metrics)
+    elif role == "worker" and cfg.health.enabled:
+        # No CloudWatch, but under ``pulsetrace run`` the supervisor's /metrics shows the requests:
+        # count them in memory, for the live totals only (bounded by the operation budgets).
+        from pulsetrace.metrics.request_metrics import Recorder
+
+        recorder = Recorder(cfg, metrics)
     business_metrics = None
     if recorder is not None:
         from pulsetrace.metrics.business import BusinessMetrics

@@ -100,9 +100,9 @@ def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any, Any]:
         from pulsetrace.metrics.health_metrics import wire_health_metrics
 
         publisher = wire_health_metrics(cfg, handle.add_snapshot_listener, metrics)
-        from pulsetrace.metrics.live import live_exposition
+    from pulsetrace.metrics.live import live_exposition
 
-        handle.add_exposition(live_exposition(cfg.store.path))  # the workers' request and business metrics
+    handle.add_exposition(live_exposition(cfg.store.path))  # the workers' request and business metrics
     return handle, publisher, start_alerts(cfg, handle.add_snapshot_listener, metrics)
 
 

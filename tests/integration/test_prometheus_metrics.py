@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service_runner import APPS, ROOT, start_service, wait_for, write_config
@@ -71,13 +72,15 @@ def value(fams: dict[str, Any], family: str, sample: str, **labels: str) -> floa
                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def test_metrics_endpoint_counts_the_traffic_of_every_worker(tmp_path: Path, redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("mode", ["emf", "off"], ids=["with-cloudwatch", "prometheus-only"])
+def test_metrics_endpoint_counts_the_traffic_of_every_worker(tmp_path: Path, redis_server: RedisServer,
+                                                             mode: str) -> None:
     health_port = free_port()
     (tmp_path / "promapp.py").write_text(APP)
     config = write_config(tmp_path / "pulsetrace.yaml", tmp_path / "store", health_port=health_port, extra={
         "health": {"probes": [{"name": "cache", "type": "redis", "url": redis_server.url, "interval": "1s",
                                "timeout": "1s", "critical": True, "sla": 99.5}]},
-        "metrics": {"cloudwatch": {"mode": "emf", "emf_output": f"file:{tmp_path / 'emf.log'}", "interval": "60s"}},
+        "metrics": {"cloudwatch": {"mode": mode, "emf_output": f"file:{tmp_path / 'emf.log'}", "interval": "60s"}},
     })
     service = start_service(tmp_path, config, "promapp:app", workers=2, name="prom",
                             env={"PYTHONPATH": f"{tmp_path}:{APPS}:{ROOT}"})
@@ -134,3 +137,4 @@ def test_metrics_endpoint_counts_the_traffic_of_every_worker(tmp_path: Path, red
                      method=method, contact="redacted") == n
     assert EMAIL not in text and "example.com" not in text
     assert "u1000" not in text  # ids never become label values
+    assert (tmp_path / "emf.log").exists() == (mode == "emf")  # prometheus-only: nothing for CloudWatch
