@@ -35,7 +35,7 @@ async def _db() -> Any:
 
 
 @business_operation("payment.create", tier="critical",
-                    attributes=["order_id", "amount", "method", "school_id"])
+                    attributes=["order_id", "amount", "method", "school_id"], value="amount", value_metric="Revenue")
 async def create_payment(order_id: str, amount: float, method: str, school_id: str) -> dict[str, Any]:
     client: httpx.AsyncClient = _state["http"]
     response = await client.post("/v1/charge", json={"order_id": order_id, "amount": amount, "method": method})
