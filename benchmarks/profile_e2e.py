@@ -125,9 +125,14 @@ AREAS = (
 
 
 def by_area(stats: pstats.Stats, requests: int) -> str:
-    """Own time per request by area, under the profiler (which inflates small functions: read the shares)."""
+    """Own time per request by area, under the profiler (which inflates small functions: read the shares).
+
+    Time blocked in the event loop's ``epoll`` wait is left out: it is waiting, not work.
+    """
     totals: dict[str, float] = {}
-    for (filename, _line, _name), row in stats.stats.items():  # type: ignore[attr-defined]
+    for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        if "select.epoll" in name or "select.select" in name:
+            continue  # waiting for the sockets (wall time, not CPU): left out of the shares
         own = row[2]
         area = next((label for label, marks in AREAS if any(m in filename for m in marks)),
                     "the application, its libraries, asyncio, sockets")
