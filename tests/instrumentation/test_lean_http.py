@@ -229,3 +229,36 @@ def test_uninstrument_restores_requests() -> None:
     assert vars(requests.Session)["send"].__wrapped__ is original
     requests_hook.uninstrument()
     assert vars(requests.Session)["send"] is original
+
+
+def test_the_agents_own_background_io_is_never_traced(server: LoopbackHTTP, redis_server: object) -> None:
+    """A worker of pulsetrace.background (the agent's exporters, probes, pollers) calls libraries the
+    lean hooks patch: no span and no trace header, even inside a sampled trace's context."""
+    import redis as redis_lib
+
+    from pulsetrace.background import start_worker
+    from pulsetrace.instrumentation.clients import redis_hook
+
+    lean = capture()
+    httpx_hook.instrument(lean.provider)
+    requests_hook.instrument(lean.provider)
+    redis_hook.instrument(lean.provider)
+    done: list[bool] = []
+
+    def agent_work() -> None:
+        httpx.get(server.url + "/probe")
+        requests.get(server.url + "/probe", timeout=10)
+        client = redis_lib.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        client.ping()
+        client.close()
+        done.append(True)
+
+    try:
+        with lean.provider.get_tracer("test").start_as_current_span("root"):
+            worker = start_worker("pulsetrace-test-worker", agent_work)
+            worker.join(30)
+    finally:
+        redis_hook.uninstrument()
+    assert done == [True]
+    assert lean.client_spans() == []
+    assert all("traceparent" not in h for h in server.seen[-2:])
