@@ -59,9 +59,20 @@ class AlertEngine:
         self.open: dict[str, OpenAlert] = {}
         self.changed = False
 
-    def observe(self, active: Mapping[str, Alert], scope: Iterable[str], now: float) -> None:
-        """The conditions a source sees now; open alerts under ``scope`` (key prefixes) it no longer sees clear."""
+    def adopt(self, carried: Iterable[OpenAlert]) -> None:
+        """Open alerts a previous process sent (from the store): kept open until a source says they cleared."""
+        for st in carried:
+            self.open.setdefault(st.alert.key, st)
+
+    def observe(self, active: Mapping[str, Alert], scope: Iterable[str], now: float,
+                undecided: Iterable[str] = ()) -> None:
+        """The conditions a source sees now; open alerts under ``scope`` (key prefixes) it no longer sees clear.
+
+        Keys in ``undecided`` (a probe not checked yet) neither open nor clear: an entry ending in ``:``
+        is a prefix, any other a whole key.
+        """
         prefixes = tuple(scope)
+        unknown = tuple(undecided)
         for key, alert in active.items():
             st = self.open.get(key)
             if st is None:
@@ -75,7 +86,8 @@ class AlertEngine:
             # Keep when it started; take the current figures.
             st.alert = dataclasses.replace(alert, started=st.alert.started)
         for key, st in self.open.items():
-            if st.active and key.startswith(prefixes) and key not in active:
+            held = any(key.startswith(u) if u.endswith(":") else key == u for u in unknown)
+            if st.active and key.startswith(prefixes) and key not in active and not held:
                 st.active, st.cleared_at = False, now
                 self.changed = True
 

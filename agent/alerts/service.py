@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pulsetrace.alerts.book import AlertBook
+from pulsetrace.alerts.book import AlertBook, load_open
 from pulsetrace.alerts.channels import build_channel
 from pulsetrace.alerts.engine import AlertEngine
 from pulsetrace.alerts.routing import silences_from
 from pulsetrace.alerts.sources import (BUSINESS_SCOPE, DROP_SCOPE, SNAPSHOT_SCOPE, DropWatch, business_alerts,
-                                       drop_alert, operation_counts, snapshot_alerts)
+                                       drop_alert, operation_counts, snapshot_alerts, undecided_keys)
 from pulsetrace.alerts.worker import DeliveryWorker
 from pulsetrace.background import start_worker
 from pulsetrace.config.schema import Config
@@ -81,7 +81,8 @@ class AlertService:
         if snapshot is not None:
             to_dict = getattr(snapshot, "to_dict", None)
             details: Mapping[str, Any] = to_dict() if callable(to_dict) else snapshot
-            self.engine.observe(snapshot_alerts(self.cfg, details, now), SNAPSHOT_SCOPE, now)
+            self.engine.observe(snapshot_alerts(self.cfg, details, now), SNAPSHOT_SCOPE, now,
+                                undecided_keys(details))
         interval = self.cfg.alerts.evaluate_interval
         if now >= self._next_store_look:
             self._next_store_look = now + interval
@@ -117,6 +118,8 @@ class AlertService:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        # A restart (a deploy during an outage) carries on with what the previous process sent.
+        self.engine.adopt(load_open(self.store))
         self.worker.start()
         self._thread = start_worker("pulsetrace-alerts", self._run)
 

@@ -116,6 +116,13 @@ def snapshot_alerts(cfg: Config, details: Mapping[str, Any], now: float) -> dict
     return out
 
 
+def undecided_keys(details: Mapping[str, Any]) -> tuple[str, ...]:
+    """Key prefixes of the probes that have not reported yet (UNKNOWN): nothing about them clears."""
+    probes: Mapping[str, Any] = details.get("probes") or {}
+    return tuple(prefix for name, p in probes.items() if isinstance(p, Mapping) and p.get("status") == "UNKNOWN"
+                 for prefix in (f"probe:{name}", f"sla:{name}:"))
+
+
 _OPS_QUERY = ("SELECT json_extract(attributes, '$.\"business.operation\"') AS op, status, "
               "json_extract(attributes, '$.\"business.outcome\"') FROM spans WHERE start >= ? "
               "AND json_extract(attributes, '$.\"sampling.kept_by\"') IS NULL AND op IN ({marks}) LIMIT 500000")

@@ -236,3 +236,38 @@ def test_a_typed_snapshot_is_read_through_its_to_dict_like_the_details(tmp_path:
     finally:
         alerts.stop(0.5)
     assert (opened.severity, opened.title, opened.summary) == ("critical", "pay is DOWN", "refused")
+
+
+def test_a_restart_during_an_outage_neither_pages_again_nor_forgets_the_resolve(
+        tmp_path: Path, receivers: dict[str, Receiver]) -> None:
+    cfg = config(tmp_path, receivers, {"failure_threshold": 1, "success_threshold": 1, "critical": True},
+                 group_wait="0s")
+
+    def snapshot(status: str) -> dict[str, Any]:
+        return {"probes": {"pay": {"status": status, "critical": True, "detail": status.lower(),
+                                   "last_transition": T0, "sla": {}, "impact": {}}}}
+
+    first = AlertService(cfg, SelfMetrics(), clock=Clock())
+    first.start()
+    try:
+        first.on_snapshot(snapshot("DOWN"))
+        receivers["oncall"].wait_for(1)
+    finally:
+        first.stop(1.0)
+    second = AlertService(cfg, SelfMetrics(), clock=Clock(T0 + 600))  # the deploy; the outage goes on
+    second.start()
+    try:
+        second.on_snapshot(snapshot("UNKNOWN"))  # not checked yet: nothing clears, nothing opens
+        second.evaluate()
+        assert "probe:pay" in second.engine.open
+        second.on_snapshot(snapshot("DOWN"))
+        second.evaluate()
+        second.on_snapshot(snapshot("UP"))  # ... and it ends under the new process
+        pd = receivers["oncall"].wait_for(2)
+        time.sleep(1)
+    finally:
+        second.stop(1.0)
+    assert [(e["event_action"], e["dedup_key"]) for e in receivers["oncall"].bodies()] == [
+        ("trigger", "probe:pay"), ("resolve", "probe:pay")]
+    assert pd[1]["event_action"] == "resolve"
+    assert len(receivers["team"].requests) == 2
