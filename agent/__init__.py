@@ -9,6 +9,8 @@ The public API, loaded on first use (importing ``pulsetrace`` does no work, star
     pulsetrace.count("UserRegistrations", method="google")
     from pulsetrace.healthchecks import Probe, ProbeResult, Status   # custom probes
     pulsetrace.check()                      # one round of every probe, now: the details dict
+    structlog.configure(processors=[..., pulsetrace.structlog_processor, ...])   # trace ids in structlog
+    handler.setFormatter(pulsetrace.JsonFormatter())   # JSON log lines with trace ids, PII scrubbed
 
     @pulsetrace.lambda_handler              # AWS Lambda: per-invocation flush, cold start, X-Ray parent
     def handler(event, context): ...
@@ -29,11 +31,13 @@ if TYPE_CHECKING:
         set_business_attributes,
     )
     from pulsetrace.aws_lambda import lambda_handler
+    from pulsetrace.instrumentation.logs import structlog_processor
+    from pulsetrace.instrumentation.logs_json import JsonFormatter
     from pulsetrace.metrics.business import count, metric
     from pulsetrace.runtime import Agent
 
-__all__ = ["business_operation", "business_span", "check", "count", "lambda_handler", "metric", "record_outcome",
-           "set_business_attributes", "shutdown", "start"]
+__all__ = ["JsonFormatter", "business_operation", "business_span", "check", "count", "lambda_handler", "metric",
+           "record_outcome", "set_business_attributes", "shutdown", "start", "structlog_processor"]
 
 _LAZY = {
     "business_operation": "pulsetrace.instrumentation.business",
@@ -43,6 +47,8 @@ _LAZY = {
     "lambda_handler": "pulsetrace.aws_lambda",
     "metric": "pulsetrace.metrics.business",
     "count": "pulsetrace.metrics.business",
+    "structlog_processor": "pulsetrace.instrumentation.logs",
+    "JsonFormatter": "pulsetrace.instrumentation.logs_json",
 }
 
 

@@ -13,6 +13,7 @@ import atexit
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ class Agent:
     live_writer: LiveTotalsWriter | None = None
     #: Keeps the X-Ray centralized sampling rules fresh; ``None`` when ``xray_remote`` is off.
     sampling_poller: SamplingPoller | None = None
+    #: Undoes the ``logging`` changes (record fields, JSON formatter), last made first.
+    logging_undo: list[Callable[[], None]] = field(default_factory=list)
 
     def tracer(self, name: str = "pulsetrace") -> Any:
         return self.provider.get_tracer(name)
@@ -136,6 +139,28 @@ def build_agent(cfg: Config, role: str = "app") -> Agent:
                  sampling_poller=remote[1] if remote is not None else None)
 
 
+def install_logging(cfg: Config, provider: TracerProvider) -> list[Callable[[], None]]:
+    """``logging.correlation`` and ``logging.format: json``; returns the undo calls, in the order made."""
+    undo: list[Callable[[], None]] = []
+    name = provider.resource.attributes.get("service.name")
+    service = name if isinstance(name, str) else cfg.service.name
+    try:
+        if cfg.logging.correlation:
+            from pulsetrace.instrumentation.logs import install_correlation
+
+            undo.append(install_correlation(service))
+        if cfg.logging.format == "json":
+            from pulsetrace.instrumentation.logs_json import JsonFormatter, install_json
+            from pulsetrace.instrumentation.pii import PiiScrubber
+
+            pii = cfg.tracing.pii
+            scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys)
+            undo.append(install_json(JsonFormatter(scrubber, service)))
+    except Exception:  # the application's logging stays as it was
+        _log.warning("pulsetrace: log correlation not installed", exc_info=True)
+    return undo
+
+
 def install_propagators() -> None:
     from opentelemetry import propagate
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -169,6 +194,9 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
             from pulsetrace.instrumentation.auto import activate
 
             agent.instrumented = activate(cfg, agent.provider)
+        # After activation: contrib's logging instrumentor (when enabled) sets its record factory
+        # first, and correlation reuses the ids it put on the record.
+        agent.logging_undo = install_logging(cfg, agent.provider)
         if agent.recorder is not None:
             agent.recorder.start()
         if agent.sampling_poller is not None:
@@ -179,7 +207,7 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
 
             agent.live_writer = LiveTotalsWriter(live_dir(cfg.store.path), agent.recorder, agent.business_metrics)
             agent.live_writer.start()
-        hooks.install(agent.recorder, agent.business_metrics)
+        hooks.install(agent.recorder, agent.business_metrics, add_response_header=cfg.tracing.response_header)
         _AGENT = agent
         if not _ATEXIT_REGISTERED:
             atexit.register(_atexit_shutdown)
@@ -201,6 +229,11 @@ def shutdown(timeout: float = 5.0) -> None:
     if agent is None:
         return
     hooks.clear()
+    for undo in reversed(agent.logging_undo):
+        try:
+            undo()
+        except Exception:
+            _log.debug("logging undo failed", exc_info=True)
     deadline = time.monotonic() + timeout
     if agent.sampling_poller is not None:
         agent.sampling_poller.shutdown(min(0.2, timeout))

@@ -5,7 +5,10 @@ Private to the two middleware modules; pure functions, safe on the request path.
 
 from __future__ import annotations
 
-__all__ = ["GETTER", "MAX_QUERY_CHARS", "ROUTE_KEY", "SPAN_KEY", "cut_query", "path_template"]
+from opentelemetry.trace import Span
+
+__all__ = ["GETTER", "MAX_QUERY_CHARS", "ROUTE_KEY", "SPAN_KEY", "cut_query", "path_template",
+           "split_host", "trace_response_headers"]
 
 #: Scope/environ key holding the request's server span: a request already traced by an outer
 #: pulsetrace middleware (the server's wrapper and the framework's both apply) gets no second one.
@@ -44,6 +47,17 @@ def path_template(path: str) -> str:
     return "/".join(parts[:8]) if len(parts) <= 8 else "/".join(parts[:8]) + "/…"
 
 
+def split_host(host: str) -> tuple[str, int]:
+    """``Host`` header → (address, port or 0): ``shop:8080``, ``[::1]:8080``, ``shop``."""
+    if host.startswith("["):
+        addr, _, rest = host[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        addr, _, port_text = host.partition(":")
+    port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else 0
+    return addr, port if 0 < port < 65536 else 0
+
+
 class _DictGetter:
     """A TextMap getter over a plain ``dict[str, str]``."""
 
@@ -59,3 +73,19 @@ class _DictGetter:
 
 #: The getter both middleware hand to ``propagate.extract`` (headers already in a ``dict``).
 GETTER = _DictGetter()
+
+
+def trace_response_headers(span: Span) -> tuple[tuple[str, str], ...]:
+    """``X-Amzn-Trace-Id`` and ``traceresponse`` for the request's server span (``tracing.response_header``).
+
+    ``X-Amzn-Trace-Id: Root=1-...;Sampled=0|1`` as the X-Ray SDK answers it (the root and the
+    decision, no parent), and W3C Trace Context Level 2's ``traceresponse``
+    (``00-<trace id>-<server span id>-<flags>``). Nothing outside a valid trace.
+    """
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return ()
+    hex_trace = format(ctx.trace_id, "032x")
+    flags = int(ctx.trace_flags)
+    return (("x-amzn-trace-id", f"Root=1-{hex_trace[:8]}-{hex_trace[8:]};Sampled={flags & 1}"),
+            ("traceresponse", f"00-{hex_trace}-{ctx.span_id:016x}-{flags:02x}"))

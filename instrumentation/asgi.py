@@ -26,7 +26,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import MAX_QUERY_CHARS, ROUTE_KEY, SPAN_KEY, cut_query, path_template
+from pulsetrace.instrumentation._http import (
+    MAX_QUERY_CHARS,
+    ROUTE_KEY,
+    SPAN_KEY,
+    cut_query,
+    path_template,
+    split_host,
+    trace_response_headers,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +49,15 @@ _MAX_HEADER_VALUE = 8192
 _ERROR_STATUS = Status(StatusCode.ERROR)
 
 
+def _with_trace_headers(message: Message, span: trace.Span) -> Message:
+    """The response start ``message`` with the trace headers added (a copy: the app's dict is left alone)."""
+    try:
+        extra = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in trace_response_headers(span)]
+        if not extra:
+            return message
+        return {**message, "headers": [*(message.get("headers") or ()), *extra]}
+    except Exception:
+        return message
 
 
 def _route_of(scope: Scope) -> str | None:
@@ -85,6 +102,8 @@ class PulseTraceMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message.get("type") == "http.response.start":
                 status_holder[0] = int(message.get("status") or 0)
+                if _hooks.response_header:
+                    message = _with_trace_headers(message, span)
             await send(message)
 
         exc_seen: BaseException | None = None
@@ -124,9 +143,8 @@ class PulseTraceMiddleware:
         server = scope.get("server")
         server_addr, server_port = (server[0], server[1]) if server else ("", 0)
         if host:
-            server_addr, _, port_text = host.partition(":")
-            if port_text.isdigit():
-                server_port = int(port_text)
+            server_addr, host_port = split_host(host)
+            server_port = host_port or server_port
         scheme = scope.get("scheme") or "http"
         query = scope.get("query_string") or b""
         attributes: dict[str, Any] = {

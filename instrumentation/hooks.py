@@ -36,17 +36,22 @@ class MetricRecorder(Protocol):
 recorder: RequestRecorder | None = None
 #: The running agent's business metrics, or ``None`` (no agent, or metrics off).
 metric_recorder: MetricRecorder | None = None
+#: ``tracing.response_header``: the server middleware adds ``X-Amzn-Trace-Id``/``traceresponse``.
+response_header: bool = False
 
 
-def install(request_recorder: RequestRecorder | None, business_metrics: MetricRecorder | None = None) -> None:
+def install(request_recorder: RequestRecorder | None, business_metrics: MetricRecorder | None = None, *,
+            add_response_header: bool = False) -> None:
     """Called by the runtime once the agent is built."""
-    global recorder, metric_recorder
+    global recorder, metric_recorder, response_header
+    response_header = add_response_header
     recorder = request_recorder
     metric_recorder = business_metrics
 
 
 def clear() -> None:
     """Called by the runtime at shutdown: the middleware goes back to recording nothing."""
-    global recorder, metric_recorder
+    global recorder, metric_recorder, response_header
     recorder = None
     metric_recorder = None
+    response_header = False

@@ -17,7 +17,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pulsetrace.instrumentation import hooks as _hooks
 from pulsetrace.instrumentation._http import GETTER as _GETTER
-from pulsetrace.instrumentation._http import MAX_QUERY_CHARS, ROUTE_KEY, SPAN_KEY, cut_query, path_template
+from pulsetrace.instrumentation._http import (
+    MAX_QUERY_CHARS,
+    ROUTE_KEY,
+    SPAN_KEY,
+    cut_query,
+    path_template,
+    split_host,
+    trace_response_headers,
+)
 
 _ENV_TRACE_HEADERS = {"HTTP_TRACEPARENT": "traceparent", "HTTP_TRACESTATE": "tracestate", "HTTP_BAGGAGE": "baggage",
                       "HTTP_X_AMZN_TRACE_ID": "x-amzn-trace-id"}
@@ -88,6 +96,11 @@ class PulseTraceWSGIMiddleware:
                 status_holder[0] = int(status.split(" ", 1)[0])
             except (ValueError, AttributeError):
                 pass
+            if _hooks.response_header:
+                try:
+                    headers = [*headers, *trace_response_headers(span)]
+                except Exception:
+                    pass
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         def finish(exc: BaseException | None) -> None:
@@ -116,11 +129,16 @@ class PulseTraceWSGIMiddleware:
                 parent_ctx = None
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
+        host, port = split_host(str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")))
         attributes: dict[str, Any] = {
             "http.request.method": method, "url.path": path, "url.scheme": environ.get("wsgi.url_scheme", "http"),
-            "server.address": str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")).split(":")[0],
-            "http.method": method, "http.target": path,
+            "server.address": host, "http.method": method, "http.target": path,
         }
+        # The port the client addressed (Host header), else the one the server listens on: as the ASGI twin.
+        if not port:
+            port = split_host(f":{environ.get('SERVER_PORT') or ''}")[1]
+        if port:
+            attributes["server.port"] = port
         if environ.get("HTTP_USER_AGENT"):
             attributes["user_agent.original"] = str(environ["HTTP_USER_AGENT"])[:512]
         if environ.get("REMOTE_ADDR"):

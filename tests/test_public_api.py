@@ -11,8 +11,9 @@ import pulsetrace
 
 
 def test_the_facade_exports_exactly_the_documented_names() -> None:
-    assert sorted(pulsetrace.__all__) == ["business_operation", "business_span", "check", "count", "lambda_handler",
-                                          "metric", "record_outcome", "set_business_attributes", "shutdown", "start"]
+    assert sorted(pulsetrace.__all__) == ["JsonFormatter", "business_operation", "business_span", "check", "count",
+                                          "lambda_handler", "metric", "record_outcome", "set_business_attributes",
+                                          "shutdown", "start", "structlog_processor"]
     for name in pulsetrace.__all__:
         assert callable(getattr(pulsetrace, name))
     with pytest.raises(AttributeError):

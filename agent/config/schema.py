@@ -168,6 +168,16 @@ class TracingConfig:
     export_interval: Duration = field(default=1.0, metadata=_c(min=0.01, max=60.0))
     #: How long ``shutdown`` may wait for the last export, in total.
     shutdown_timeout: Duration = field(default=1.5, metadata=_c(min=0.0, max=30.0))
+    #: Add ``X-Amzn-Trace-Id`` and ``traceresponse`` to every HTTP response of the server middleware.
+    response_header: bool = False
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    #: ``trace_id``, ``span_id``, ``xray_trace_id`` and ``service`` on every ``logging`` record.
+    correlation: bool = True
+    #: ``json``: the root logger's handlers write one JSON object per record, PII scrubbed.
+    format: Literal["plain", "json"] = "plain"
 
 
 @dataclass(frozen=True)
@@ -498,6 +508,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: Resource attributes from ``OTEL_RESOURCE_ATTRIBUTES`` (key=value pairs).
     resource_attributes: dict[str, str] = field(default_factory=dict)
     #: Where this configuration came from (a path, or ``""`` for all defaults). Not a YAML key.

@@ -165,7 +165,7 @@ def test_format_duration_round_trips(seconds: float) -> None:
 def test_unknown_keys_get_a_did_you_mean() -> None:
     lines = problems_of({"servce": {"name": "x"}, "tracing": {"exporter": ["local"],
                                                              "sampling": {"tiers": {"critcal": {"rate": 0.5}}}}})
-    assert "servce: unknown key, did you mean 'service'? (expected one of alerts, health, metrics, resource_attributes, " \
+    assert "servce: unknown key, did you mean 'service'? (expected one of alerts, health, logging, metrics, resource_attributes, " \
            "service, store, tracing)" in lines
     assert any(line.startswith("tracing.exporter: unknown key, did you mean 'exporters'?") for line in lines)
     assert any(line.startswith("tracing.sampling.tiers.critcal: unknown key, did you mean 'critical'?")
@@ -174,7 +174,7 @@ def test_unknown_keys_get_a_did_you_mean() -> None:
 
 def test_unknown_key_far_from_any_lists_the_allowed_keys() -> None:
     (line,) = problems_of({"zzzzzz": 1})
-    assert line.startswith("zzzzzz: unknown key (expected one of alerts, health, metrics")
+    assert line.startswith("zzzzzz: unknown key (expected one of alerts, health, logging, metrics")
 
 
 def test_bad_choice_names_value_and_suggestion() -> None:
