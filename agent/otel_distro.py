@@ -37,11 +37,43 @@ class PulseTraceDistro(BaseDistro):  # type: ignore[misc]
         super().load_instrumentor(entry_point, **kwargs)
 
 
+#: Set in the environment by the process that runs the probes and the health server, so that the
+#: workers it starts (spawned ones run this configurator again) leave them to it: once per container.
+HEALTH_OWNER = "PULSETRACE_HEALTH_OWNER"
+
+
 class PulseTraceConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         try:
             from pulsetrace.runtime import start
 
-            start(os.environ.get("PULSETRACE_CONFIG") or None, role="worker")
+            agent = start(os.environ.get("PULSETRACE_CONFIG") or None, role="worker")
         except Exception as exc:  # the application must start even when the agent cannot
             sys.stderr.write(f"pulsetrace: agent not started: {exc}\n")
+            return
+        if os.environ.get("PULSETRACE_HEALTH") == "1" and not os.environ.get(HEALTH_OWNER):
+            _start_health(agent.config)
+
+
+def _start_health(cfg: Any) -> None:
+    """Probes, ``/health`` and their metrics in this process, as ``pulsetrace run`` runs them in its own."""
+    import atexit
+
+    from pulsetrace.cli.run import _start_health as start_health
+    from pulsetrace.cli.run import _stop_in_background
+
+    if not cfg.health.enabled:
+        return
+    os.environ[HEALTH_OWNER] = str(os.getpid())
+    try:
+        health, publisher, alerts = start_health(cfg, child_alive=None)
+    except Exception as exc:  # never stop the application from starting
+        sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
+        return
+    owner = os.getpid()
+
+    def stop() -> None:
+        if os.getpid() == owner:  # a forked worker inherits this exit hook, not the service
+            _stop_in_background(health, publisher, alerts)
+
+    atexit.register(stop)
