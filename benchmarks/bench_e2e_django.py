@@ -171,6 +171,10 @@ def run(quick: bool) -> list[Comparison]:
     return [
         Comparison("django/gunicorn throughput: default tiers vs none", ptdef.label, bare.label, "req/s", ptdef.rps(),
                    bare.rps(), goal=(">=", 0.9), note=setup),
+        Comparison("django/gunicorn CPU/request: default tiers vs none", ptdef.label, bare.label, "s",
+                   ptdef.cpu_per_req, bare.cpu_per_req, goal=None),
+        Comparison("django/gunicorn CPU/request: upstream OTel vs none", otel.label, bare.label, "s",
+                   otel.cpu_per_req, bare.cpu_per_req, goal=None),
         Comparison("django/gunicorn throughput: upstream OTel vs none", otel.label, bare.label, "req/s", otel.rps(),
                    bare.rps(), goal=None),
         Comparison("django/gunicorn throughput: default tiers vs upstream OTel", ptdef.label, otel.label, "req/s",
