@@ -21,4 +21,10 @@ if [ "$status" = 5 ]; then
   echo "test.sh: pytest collected no tests (exit 5): that is a failure here" >&2
   exit 1
 fi
+# The exporter-outage promise (request p99 within 1.2x of a healthy twin) is a timing comparison:
+# a full run checks it a second time, so a pass is not one lucky draw on a busy machine (about
+# 10 minutes; PULSETRACE_OUTAGE_REPEAT=0 skips it).
+if [ "$status" = 0 ] && [ "$#" = 0 ] && [ "${PULSETRACE_OUTAGE_REPEAT:-1}" != 0 ]; then
+  "$py" -m pytest -p no:cacheprovider -q tests/reliability/test_exporter_outage.py || status=$?
+fi
 exit "$status"

@@ -9,6 +9,14 @@ could not deliver for a passing reason (an endpoint down, throttling) stays in a
 bounded buffer for the next round; when the buffer is full the oldest data are
 dropped and counted as ``metrics_dropped{buffer_full}``.
 
+A destination that fails is backed off, with jitter: after a failed send the flusher
+only collects (cheap) and does not try again before a delay that doubles with each
+failure (from one interval up to :data:`BACKOFF_CAP_S`); the first try after it sends a
+small probe (:data:`PROBE_DATA` data), and only when that goes through the rest. So an
+outage costs a bounded, small amount of work per minute on the flusher thread instead of
+re-encoding a full buffer every interval (work that holds the GIL the request threads
+need: the CloudWatch-API outage once raised request p99 from 16 ms to 110 ms).
+
 This module never does I/O on the caller's thread except in an explicit
 :meth:`MetricsPublisher.flush`, never raises out of the flusher, and is re-armed
 after ``fork()`` (the child starts with an empty buffer and its own thread).
@@ -46,6 +54,10 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("pulsetrace.metrics")
 
+#: Longest wait between two tries at a destination that keeps failing.
+BACKOFF_CAP_S = 60.0
+#: Data sent by the first try after a back-off: enough to know the destination is back.
+PROBE_DATA = 20
 
 
 class MetricsPublisher:
@@ -75,6 +87,9 @@ class MetricsPublisher:
         self._started = False
         self._spawn_pending = False
         self._closed = False
+        #: Back-off after failed sends: the current delay (0 while healthy) and when the next try may go.
+        self._backoff = 0.0
+        self._retry_at = 0.0
         # A per-process offset spreads a fleet's flushes over the first seconds of each interval.
         self._offset = random.uniform(0.0, min(2.0, self.interval * 0.1))
         metrics.gauge_fn("metrics_buffer_depth", lambda: float(len(self._pending)))
@@ -115,21 +130,42 @@ class MetricsPublisher:
 
     # -- flushing ------------------------------------------------------------------------------------------------
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Collect from every source and send; ``True`` when nothing is left pending."""
+    def flush(self, timeout: float = 5.0, *, force: bool = False) -> bool:
+        """Collect from every source and send; ``True`` when nothing is left pending.
+
+        While the destination is backed off (it failed lately), only collects, unless ``force``
+        (an explicit flush: shutdown, a Lambda invocation's end).
+        """
         deadline = time.monotonic() + max(0.0, timeout)
         if not self._flush_lock.acquire(timeout=max(0.0, timeout)):
             return False
         try:
             self._collect(time.time())
+            if not force and time.monotonic() < self._retry_at:
+                return self.pending() == 0
+            if self._backoff and not self._send(deadline, limit=PROBE_DATA):
+                return False  # still down: the probe failed, the rest was not even encoded
             return self._send(deadline)
         finally:
             self._flush_lock.release()
 
-    def _send(self, deadline: float) -> bool:
+    def backoff(self) -> float:
+        """The current back-off delay in seconds (0 while the destination takes data)."""
+        return self._backoff
+
+    def _failed(self) -> None:
+        self._backoff = min(BACKOFF_CAP_S, max(self.interval, self._backoff * 2))
+        # Jitter: a fleet that lost the same endpoint does not come back in step.
+        self._retry_at = time.monotonic() + random.uniform(self._backoff / 2, self._backoff)
+        self.metrics.inc("metrics_backoffs")
+
+    def _send(self, deadline: float, limit: int | None = None) -> bool:
         with self._lock:
-            batch = list(self._pending)
-            self._pending.clear()
+            if limit is None or limit >= len(self._pending):
+                batch = list(self._pending)
+                self._pending.clear()
+            else:
+                batch = [self._pending.popleft() for _ in range(limit)]
         if not batch:
             return True
         try:
@@ -146,7 +182,10 @@ class MetricsPublisher:
                     self._pending.popleft()
             if over > 0:
                 self.metrics.inc("metrics_dropped", over, reason="buffer_full")
+            self._failed()
             return False
+        self._backoff = 0.0
+        self._retry_at = 0.0
         return True
 
     # -- the thread ----------------------------------------------------------------------------------------------
@@ -189,7 +228,7 @@ class MetricsPublisher:
         if t is not None and t is not threading.current_thread():
             t.join(max(0.0, min(0.2, deadline - time.monotonic())))
         try:
-            self.flush(timeout=max(0.0, deadline - time.monotonic()))
+            self.flush(timeout=max(0.0, deadline - time.monotonic()), force=True)
         finally:
             left = self.pending()
             if left:
@@ -204,6 +243,8 @@ class MetricsPublisher:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending.clear()
+        self._backoff = 0.0
+        self._retry_at = 0.0
         try:
             self.sink.after_fork()
         except Exception:

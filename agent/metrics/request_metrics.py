@@ -349,7 +349,7 @@ class Recorder:
             self.publisher.start()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        return self.publisher.flush(timeout) if self.publisher is not None else True
+        return self.publisher.flush(timeout, force=True) if self.publisher is not None else True
 
     def shutdown(self, timeout: float = 2.0) -> None:
         if self.publisher is not None:

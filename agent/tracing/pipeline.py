@@ -17,6 +17,15 @@ been through an exporter: the call takes a flush ticket and the drain thread
 acknowledges it only after a pass that started after the ticket was taken has
 offered everything to the channels; then the channels are waited for.
 
+A destination that fails is backed off with jitter: after a failed batch the channel
+does not try again before a delay that doubles with each failure (0.5 s up to 30 s);
+meanwhile its batches wait in its bounded backlog (the oldest dropped and counted as
+``backlog:<exporter>``), not encoded, not sent. The next try takes the oldest batch; when it
+goes through, the backlog drains. So an outage costs the process next to no work, and
+nothing on the request path. A flush (and shutdown) finds a backed-off channel's backlog
+failed (counted as ``export_failed``) rather than waiting for the back-off or sending into
+a destination known to be down.
+
 ``counter_sink`` (optional) is called by the pipeline thread at most every
 ``counter_interval`` seconds and once at shutdown, so that the agent's counters
 (drops above all) reach the local store whichever exporters are configured.
@@ -27,6 +36,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +58,9 @@ CounterSink = Callable[[], None]
 
 #: The share of a shutdown's budget kept for the last ``counter_sink`` call (at most this many seconds).
 _COUNTER_SINK_RESERVE_S = 0.2
+#: Back-off of a failing exporter: the first delay, doubled per failure up to the cap.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 30.0
 
 
 class _Channel:
@@ -61,6 +74,9 @@ class _Channel:
         self.batches: collections.deque[Sequence[ReadableSpan]] = collections.deque()
         self.busy = False
         self.stopping = False
+        #: Consecutive failed batches, and the monotonic time before which no batch is tried.
+        self.failures = 0
+        self.retry_at = 0.0
         self.thread = self._start()
 
     def _start(self) -> threading.Thread:
@@ -78,12 +94,22 @@ class _Channel:
         with self.cond:
             return sum(len(b) for b in self.batches) + (1 if self.busy else 0)
 
+    def backing_off(self) -> bool:
+        """Whether the destination failed lately and its next try is not due yet."""
+        return self.retry_at > time.monotonic()
+
     def _run(self) -> None:
         while True:
             with self.cond:
-                while not self.batches and not self.stopping:
-                    self.cond.wait()
-                if not self.batches and self.stopping:
+                while not self.stopping and (not self.batches or self.backing_off()):
+                    # Woken by offer() and stop(); a backed-off channel also wakes when its delay is over.
+                    self.cond.wait(max(0.0, self.retry_at - time.monotonic()) if self.batches else None)
+                if self.stopping and (not self.batches or self.backing_off()):
+                    left = sum(len(b) for b in self.batches)
+                    self.batches.clear()
+                    self.cond.notify_all()
+                    if left:
+                        self.metrics.inc("spans_dropped", left, reason="shutdown")
                     return
                 batch = self.batches.popleft()
                 self.busy = True
@@ -97,15 +123,32 @@ class _Channel:
             self.metrics.set_gauge(f"export_latency_s:{self.exporter.name}", elapsed)
             if outcome is ExportOutcome.SUCCESS:
                 self.metrics.inc("spans_exported", len(batch), reason=self.exporter.name)
+                self.failures = 0
+                self.retry_at = 0.0
             else:
                 self.metrics.inc("spans_dropped", len(batch), reason=f"export_failed:{self.exporter.name}")
+                self.failures += 1
+                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** min(self.failures - 1, 16))
+                # Jitter: a fleet that lost the same collector does not retry in step.
+                self.retry_at = time.monotonic() + random.uniform(delay / 2, delay)
+                self.metrics.inc("exporter_backoffs", reason=self.exporter.name)
             with self.cond:
                 self.busy = False
                 self.cond.notify_all()
 
     def wait_idle(self, deadline: float) -> bool:
+        """Wait until the backlog has been through the exporter; ``False`` at the deadline.
+
+        A backed-off channel's backlog is dropped and counted as failed (``export_failed``):
+        the destination is known to be down, and a flush must not wait for the back-off to end.
+        """
         with self.cond:
             while self.batches or self.busy:
+                if not self.busy and self.backing_off():
+                    failed = sum(len(b) for b in self.batches)
+                    self.batches.clear()
+                    self.metrics.inc("spans_dropped", failed, reason=f"export_failed:{self.exporter.name}")
+                    return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
