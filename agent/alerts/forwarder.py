@@ -20,13 +20,14 @@ import copy
 import json
 import re
 from importlib import resources
+from collections.abc import Callable
 from typing import Any
 
 from pulsetrace.alerts.model import SEVERITIES, Alert
 from pulsetrace.alerts.routing import channels_for
-from pulsetrace.config.schema import Config
+from pulsetrace.config.schema import AlertChannelConfig, Config
 
-__all__ = ["add_forwarder", "lambda_source", "FORWARDED_TYPES"]
+__all__ = ["add_forwarder", "add_forwarder_terraform", "lambda_source", "FORWARDED_TYPES"]
 
 FORWARDED_TYPES = ("discord", "slack", "pagerduty", "webhook")
 _MODULES = ("text.py", "model.py", "formats.py", "alarm_lambda.py")
@@ -82,6 +83,29 @@ def routes_by_severity(cfg: Config) -> dict[str, list[str]]:
     return out
 
 
+def secret_default(cfg: Config, channel: str) -> str:
+    return f"/pulsetrace/{cfg.service.name}/alerts/{channel}"
+
+
+def secret_description(c: AlertChannelConfig) -> str:
+    what = "routing key" if c.type == "pagerduty" else "webhook URL"
+    return (f"SSM SecureString parameter name (or Secrets Manager secret ARN) holding the {c.type} {what} "
+            f"of alert channel {c.name}")
+
+
+def channels_env(channels: list[AlertChannelConfig], ref: Callable[[str], str]) -> str:
+    """``PULSETRACE_CHANNELS``: each channel's name, type and a reference (``ref(name)``) to its secret."""
+    spec: list[dict[str, str]] = []
+    for c in channels:
+        entry = {"name": c.name, "type": c.type, "secret": ref(c.name)}
+        if c.username:
+            entry["username"] = c.username
+        if c.type == "pagerduty" and c.url:
+            entry["url"] = c.url  # the Events API endpoint is not a secret; the routing key is
+        spec.append(entry)
+    return json.dumps(spec, separators=(",", ":"))
+
+
 def add_forwarder(template: dict[str, Any], cfg: Config) -> dict[str, Any]:
     """``template`` with the forwarder added (unchanged when no channel can be forwarded or there is no topic)."""
     channels = [c for c in cfg.alerts.channels if c.type in FORWARDED_TYPES]
@@ -91,20 +115,10 @@ def add_forwarder(template: dict[str, Any], cfg: Config) -> dict[str, Any]:
     out = copy.deepcopy(template)
     resources_ = out.setdefault("Resources", {})
     params = out.setdefault("Parameters", {})
-    spec: list[dict[str, str]] = []
     for c in channels:
-        pid = f"AlertSecret{_lid(c.name)}"
-        what = "routing key" if c.type == "pagerduty" else "webhook URL"
-        params[pid] = {"Type": "String", "Default": f"/pulsetrace/{cfg.service.name}/alerts/{c.name}",
-                       "Description": f"SSM SecureString parameter name (or Secrets Manager secret ARN) holding the "
-                                      f"{c.type} {what} of alert channel {c.name}"}
-        entry = {"name": c.name, "type": c.type, "secret": "${" + pid + "}"}
-        if c.username:
-            entry["username"] = c.username
-        if c.type == "pagerduty" and c.url:
-            entry["url"] = c.url  # the Events API endpoint is not a secret; the routing key is
-        spec.append(entry)
-    channels_json = json.dumps(spec, separators=(",", ":"))
+        params[f"AlertSecret{_lid(c.name)}"] = {"Type": "String", "Default": secret_default(cfg, c.name),
+                                                "Description": secret_description(c)}
+    channels_json = channels_env(channels, lambda name: "${AlertSecret" + _lid(name) + "}")
     resources_["AlertForwarderRole"] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -152,3 +166,80 @@ def add_forwarder(template: dict[str, Any], cfg: Config) -> dict[str, Any]:
                            "SourceArn": {"Ref": lid}, "FunctionName": {"Ref": "AlertForwarderFunction"}}}
     out.setdefault("Outputs", {})["AlertForwarderFunction"] = {"Value": {"Ref": "AlertForwarderFunction"}}
     return out
+
+
+def _tf_escape(text: str) -> str:
+    # Terraform reads every JSON string as a template: a literal ${ or %{ must be doubled.
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def add_forwarder_terraform(doc: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """The Terraform JSON ``doc`` with the same forwarder (``--format terraform``); the code is zipped by
+    the ``hashicorp/archive`` provider's ``archive_file``. Unchanged without channels or topics."""
+    channels = [c for c in cfg.alerts.channels if c.type in FORWARDED_TYPES]
+    topics = sorted((doc.get("resource") or {}).get("aws_sns_topic") or {})
+    if not channels or not topics:
+        return doc
+    out = copy.deepcopy(doc)
+    out["terraform"].setdefault("required_providers", {})["archive"] = {"source": "hashicorp/archive",
+                                                                       "version": ">= 2.4"}
+    variables = out.setdefault("variable", {})
+    for c in channels:
+        variables[f"alert_secret_{_tf_name(c.name)}"] = {"type": "string", "default": secret_default(cfg, c.name),
+                                                         "description": secret_description(c)}
+    data = out.setdefault("data", {})
+    data.setdefault("aws_region", {}).setdefault("current", {})
+    data.setdefault("aws_caller_identity", {}).setdefault("current", {})
+    data.setdefault("aws_partition", {}).setdefault("current", {})
+    data["archive_file"] = {"alert_forwarder": {
+        "type": "zip", "output_path": "${path.module}/pulsetrace-alert-forwarder.zip",
+        "source_content": _tf_escape(lambda_source()), "source_content_filename": "index.py"}}
+    arn = "arn:${data.aws_partition.current.partition}"
+    where = "${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": f"{arn}:ssm:{where}:parameter/pulsetrace/*"},
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": f"{arn}:secretsmanager:{where}:secret:pulsetrace/*"},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"StringEquals": {
+            "kms:ViaService": ["ssm.${data.aws_region.current.name}.amazonaws.com",
+                               "secretsmanager.${data.aws_region.current.name}.amazonaws.com"]}}}]}
+    assume = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                      "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    res = out.setdefault("resource", {})
+    res.setdefault("aws_iam_role", {})["alert_forwarder"] = {
+        "name_prefix": "pulsetrace-alerts-", "assume_role_policy": json.dumps(assume)}
+    res.setdefault("aws_iam_role_policy_attachment", {})["alert_forwarder_logs"] = {
+        "role": "${aws_iam_role.alert_forwarder.name}",
+        "policy_arn": f"{arn}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+    res.setdefault("aws_iam_role_policy", {})["alert_forwarder_secrets"] = {
+        "name": "read-alert-channel-secrets", "role": "${aws_iam_role.alert_forwarder.id}",
+        "policy": json.dumps(policy)}
+    name = "-".join(p for p in ("pulsetrace", _tf_name(cfg.service.name), _tf_name(cfg.service.environment),
+                                "alerts") if p).replace("_", "-")[:64]
+    res.setdefault("aws_lambda_function", {})["alert_forwarder"] = {
+        "function_name": name, "description": f"pulsetrace: CloudWatch alarms of {cfg.service.name} to its alert "
+                                              "channels",
+        "role": "${aws_iam_role.alert_forwarder.arn}", "runtime": RUNTIME, "handler": "index.handler",
+        "timeout": 30, "memory_size": 128, "filename": "${data.archive_file.alert_forwarder.output_path}",
+        "source_code_hash": "${data.archive_file.alert_forwarder.output_base64sha256}",
+        "environment": {"variables": {
+            "PULSETRACE_SERVICE": _tf_escape(cfg.service.name),
+            "PULSETRACE_ENVIRONMENT": _tf_escape(cfg.service.environment),
+            "PULSETRACE_CHANNELS": channels_env(channels, lambda n: "${var.alert_secret_" + _tf_name(n) + "}"),
+            "PULSETRACE_ROUTES": json.dumps(routes_by_severity(cfg), separators=(",", ":")),
+            "PULSETRACE_RUNBOOK_URL": _tf_escape(cfg.alerts.runbook_url)}},
+        "depends_on": ["aws_iam_role_policy_attachment.alert_forwarder_logs"]}
+    subs = res.setdefault("aws_sns_topic_subscription", {})
+    perms = res.setdefault("aws_lambda_permission", {})
+    for tier in topics:
+        subs[f"alert_forwarder_{tier}"] = {"topic_arn": f"${{aws_sns_topic.{tier}.arn}}", "protocol": "lambda",
+                                          "endpoint": "${aws_lambda_function.alert_forwarder.arn}"}
+        perms[f"alert_forwarder_{tier}"] = {"statement_id": f"pulsetrace-sns-{tier}", "action": "lambda:InvokeFunction",
+                                           "function_name": "${aws_lambda_function.alert_forwarder.function_name}",
+                                           "principal": "sns.amazonaws.com",
+                                           "source_arn": f"${{aws_sns_topic.{tier}.arn}}"}
+    return out
+
+
+def _tf_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or "x"

@@ -76,9 +76,10 @@ def render_command(args: argparse.Namespace) -> int:
     if args.format == "dashboard-json":
         text = json.dumps(json.loads(dashboard_body(plan, _region(args, cfg))), indent=2)
     elif args.format == "terraform":
+        from pulsetrace.alerts.forwarder import add_forwarder_terraform
         from pulsetrace.metrics.terraform import terraform
 
-        text = json.dumps(terraform(plan), indent=2)
+        text = json.dumps(add_forwarder_terraform(terraform(plan), cfg), indent=2)  # alarms to the alert channels
     else:
         from pulsetrace.alerts.forwarder import add_forwarder
 

@@ -175,3 +175,40 @@ def test_rendered_template_has_the_forwarder_is_cfn_lint_clean_and_holds_no_secr
     assert exe, "cfn-lint is a dev dependency"
     lint = subprocess.run([exe, str(out_file)], capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_terraform_output_has_the_same_forwarder_every_reference_declared_and_no_secret(
+        tmp_path: Path, receivers: dict[str, Receiver]) -> None:
+    """Structure only: ``terraform validate`` needs the AWS and archive providers, which cannot be fetched here."""
+    import re
+
+    from tests.alerts.support import channels_for
+
+    cfg = tmp_path / "pulsetrace.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "service": {"name": "shop-api", "environment": "uat"},
+        "health": {"probes": [{"name": "db", "type": "postgres", "dsn": "postgresql://a:b@127.0.0.1/x", "sla": 99.9}]},
+        "alerts": {"channels": channels_for(receivers), "runbook_url": "https://r.example.test/%{x}/{alarm}",
+                   "routes": [{"severity": ["critical"], "channels": ["oncall", "team"]},
+                              {"severity": ["warning", "business"], "channels": ["ops", "hook"]}]}}))
+    out_file = tmp_path / "alarms.tf.json"
+    assert main(["cloudwatch", "render", "--config", str(cfg), "--format", "terraform", "--out", str(out_file)]) == 0
+    text = out_file.read_text()
+    for secret in (*SECRETS, "112233445566778899"):
+        assert secret not in text
+    doc = json.loads(text)
+    res, data = doc["resource"], doc["data"]
+    fn = res["aws_lambda_function"]["alert_forwarder"]
+    assert fn["runtime"].startswith("python3") and len(fn["function_name"]) <= 64
+    assert data["archive_file"]["alert_forwarder"]["source_content"] == lambda_source()  # nothing to escape in it
+    assert fn["environment"]["variables"]["PULSETRACE_RUNBOOK_URL"] == "https://r.example.test/%%{x}/{alarm}"
+    assert set(res["aws_sns_topic_subscription"]) == {f"alert_forwarder_{t}" for t in res["aws_sns_topic"]}
+    assert doc["terraform"]["required_providers"]["archive"]["source"] == "hashicorp/archive"
+    declared = {f"{kind}.{name}" for kind, items in res.items() for name in items}
+    declared |= {f"data.{kind}.{name}" for kind, items in data.items() for name in items}
+    declared |= {f"var.{name}" for name in doc.get("variable", {})} | {"path.module"}
+    refs = set()
+    for m in re.finditer(r"(?<!\$)\$\{([^}]+)\}", text):
+        parts = m.group(1).split(".")
+        refs.add(".".join(parts[:3] if parts[0] == "data" else parts[:2]))
+    assert refs and refs <= declared, refs - declared
