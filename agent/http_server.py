@@ -1,51 +1,84 @@
-"""A small asyncio HTTP/1.1 server for the health endpoints. No framework, no thread per request.
+"""The health HTTP/1.1 server: h11's state machine inside our own asyncio protocol, with hard limits.
 
-It must answer ``/health`` from a snapshot in microseconds under an ALB's polling and a
-load test, and never fall over on hostile input. So it is an ``asyncio.Protocol`` with
-strict limits: request line :data:`MAX_REQUEST_LINE` bytes (414), header block
-:data:`MAX_HEADER_BYTES` and :data:`MAX_HEADERS` lines (431), body :data:`MAX_BODY` bytes
-with a ``Content-Length`` (413; chunked bodies get 411), :data:`HEADER_TIMEOUT` to send a
-request's head (408) and :data:`IDLE_TIMEOUT` between keep-alive requests, at most
-``max_connections`` open connections (503). Keep-alive (HTTP/1.1 default, HTTP/1.0 on
-request), pipelining, ``HEAD``, ``Expect: 100-continue``.
+It sits in front of an ALB and must keep answering ``/health`` whatever else is thrown at it.
+Parsing and framing are h11's (the HTTP/1.1 state machine under httpcore and uvicorn: RFC 9112
+request lines, ASCII-digit ``Content-Length``, chunked bodies, keep-alive, ``Expect``); what
+h11 leaves to its user is ours, and it is the part that matters under attack:
 
-The handler gets a parsed :class:`Request` and returns a :class:`Response` (or an awaitable
-of one: the connection stops reading until it is done). Bad input is a 4xx with a small
-JSON body and the connection closed when framing is lost; a handler that raises gives a
-503, never a 500. Nothing here knows about probes.
+- **Connections**: at most ``max_connections`` open, ``max_per_client`` per client address.
+  A new connection past either cap takes the slot of the least recently active connection
+  (of that client first), so an attacker holding idle or half-sent connections can never
+  lock out the ALB, whose check is the newest connection; only when nothing can give way
+  (past ``max_connections + reserve``) is a connection answered 503 and closed.
+- **Time**: a request head and body must arrive within ``header_timeout`` of their first byte
+  (not reset by each byte: no slowloris), a keep-alive connection idle for ``idle_timeout``
+  is closed, and so is one whose client stops reading our answers for ``idle_timeout``.
+- **One request in flight per connection**: the next pipelined request is not even read
+  until the previous answer is written, and answers wait while the transport says its
+  buffer is full (``pause_writing``): memory per connection stays bounded.
+- **Priority**: requests for the ``priority`` paths (``/health``, ``/health/live``) are
+  answered the moment they are parsed; every other request goes through a queue drained a
+  few milliseconds per loop turn, so a flood of ``/metrics`` or heartbeats delays the ALB's
+  check by at most one slice.
+- **Bad input**: a 4xx with a small JSON body and the connection closed, and one short log
+  line, rate-limited, per bad request. Never a traceback, never a 500 (a handler that
+  raises gives a 503).
+- ``[::]`` listens dual-stack (IPv4 clients arrive as ``::ffff:a.b.c.d``).
+
+Handlers get a :class:`Request` and return a :class:`Response`, or an awaitable of one (the
+connection waits for it; used by the benchmark's per-request-checking peer). Nothing here
+knows about probes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import http
 import ipaddress
 import json
 import logging
-import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+if TYPE_CHECKING:
+    from pulsetrace.config.schema import HealthConfig
+    from pulsetrace.selfmetrics import SelfMetrics
 
 _log = logging.getLogger("pulsetrace.health")
 
-MAX_REQUEST_LINE = 8 * 1024
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEAD = 16 * 1024
+MAX_TARGET = 8 * 1024
 MAX_HEADERS = 64
 MAX_BODY = 64 * 1024
-HEADER_TIMEOUT = 10.0
+HEADER_TIMEOUT = 5.0
 IDLE_TIMEOUT = 30.0
-_MAX_BUFFER = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_BODY
-#: Parsed heads of body-less requests, by their exact bytes: health checkers repeat one request.
-_MAX_CACHED_HEADS = 128
+#: Time spent draining the non-priority queue per loop turn before I/O (and /health) gets a turn.
+SLICE_S = 0.004
+_SERVER_HEADER = (b"Cache-Control", b"no-store")
 
-_REASONS = {100: "Continue", 200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
-            415: "Unsupported Media Type", 422: "Unprocessable Content", 431: "Request Header Fields Too Large",
-            503: "Service Unavailable", 505: "HTTP Version Not Supported"}
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_connections: int = 512
+    max_per_client: int = 64
+    #: Connections admitted past ``max_connections`` when none can give way (then 503).
+    reserve: int = 64
+    header_timeout: float = HEADER_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    max_head: int = MAX_HEAD
+    max_body: int = MAX_BODY
+
+    @classmethod
+    def from_config(cls, hc: HealthConfig) -> ServerLimits:
+        return cls(max_connections=hc.max_connections, max_per_client=hc.max_connections_per_client,
+                   header_timeout=hc.header_timeout, idle_timeout=hc.idle_timeout, max_body=hc.max_body)
 
 
 @dataclass(frozen=True)
@@ -60,10 +93,16 @@ class Request:
 
     @property
     def loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.peer.split("%", 1)[0]).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.peer)
+
+
+def is_loopback(peer: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # a dual-stack socket's IPv4 client
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 @dataclass(frozen=True)
@@ -86,193 +125,243 @@ def error(status: int, message: str, **extra: Any) -> Response:
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class _RateLimitedLog:
+    """At most ``burst`` lines per ``period`` seconds, then one line saying how many were left out."""
+
+    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._window = 0.0
+        self._count = 0
+        self.suppressed = 0
+
+    def line(self, now: float, fmt: str, *args: object) -> None:
+        if now - self._window >= self.period:
+            if self.suppressed:
+                _log.warning("health: %d more bad requests not logged in the last %gs", self.suppressed, self.period)
+            self._window, self._count, self.suppressed = now, 0, 0
+        if self._count < self.burst:
+            self._count += 1
+            _log.warning(fmt, *args)
+        else:
+            self.suppressed += 1
 
 
-_wire_cache: dict[tuple[Response, bool, bool], bytes] = {}
+def _headers(req: h11.Request) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in req.headers:  # h11 lower-cases names and has validated both
+        key = name.decode("ascii")
+        text = value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
 
 
-def render(resp: Response, *, head: bool, keep_alive: bool) -> bytes:
-    """The response on the wire; cached, since most answers are the same few snapshot bodies."""
-    key = (resp, head, keep_alive)
-    wire = _wire_cache.get(key)
-    if wire is None:
-        wire = _render(resp, head=head, keep_alive=keep_alive)
-        if len(_wire_cache) >= 256:
-            _wire_cache.clear()
-        _wire_cache[key] = wire
-    return wire
+def _target(raw: bytes) -> tuple[str, str]:
+    text = raw.decode("latin-1")
+    if text.startswith(("http://", "https://")):  # absolute-form: keep the path
+        after = text.split("://", 1)[1]
+        text = "/" + after.split("/", 1)[1] if "/" in after else "/"
+    path, _, query = text.partition("?")
+    return path, query
 
 
-def _render(resp: Response, *, head: bool, keep_alive: bool) -> bytes:
-    lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}",
-             f"Content-Type: {resp.content_type}", f"Content-Length: {len(resp.body)}", "Cache-Control: no-store"]
-    lines += [f"{k}: {v}" for k, v in resp.headers]
-    if not keep_alive:
-        lines.append("Connection: close")
-    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head_bytes if head else head_bytes + resp.body
+class _Conn(asyncio.Protocol):
+    """One client connection. Its states: waiting (idle or receiving a request) or busy (answering)."""
 
-
-class _HttpProtocol(asyncio.Protocol):
     def __init__(self, server: HealthServer) -> None:
         self.server = server
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_head)
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
         self.peer = ""
         self.busy = False
-        self.closing = False
-        #: monotonic (loop) time after which the connection is timed out; inf while a handler runs
+        self.write_paused = False
+        self.reading_paused = False
+        self.reserved = False
+        #: (loop time) when the connection times out; its meaning depends on the state
         self.deadline = float("inf")
-        self.continue_sent = False
-        #: a request has started arriving and its head timer runs (not reset by each byte: no slowloris)
-        self.in_head = False
-        self.paused = False
+        self.deadline_kind = "idle"
+        self.request: h11.Request | None = None
+        self.body = bytearray()
+        self.next_scheduled = False
 
-    # -- connection lifecycle ----------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        self.server.connections.add(self)
-        if len(self.server.connections) > self.server.max_connections:
-            self.server.rejected += 1
-            self._send(error(503, "too many connections"), head=False, keep_alive=False)
+        if not self.server._admit(self):
             return
-        self.in_head = True
-        self._arm(self.server.header_timeout)
+        self._arm("idle", self.server.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        self._disarm()
+        self.server._forget(self)
         self.transport = None
+        self.deadline = float("inf")
 
-    # One sweeper per server checks the deadlines (see HealthServer._sweep): no timer per request.
-    def _arm(self, seconds: float) -> None:
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._arm("write", self.server.limits.idle_timeout)
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy:
+            self._arm("idle", self.server.limits.idle_timeout)
+            self._schedule_next()
+
+    def _arm(self, kind: str, seconds: float) -> None:
+        self.deadline_kind = kind
         self.deadline = self.server.now() + seconds
 
-    def _disarm(self) -> None:
-        self.deadline = float("inf")
-
-    def _timeout(self) -> None:
-        self.deadline = float("inf")
-        if self.transport is None or self.busy:
-            return
-        if self.buf:
-            self._send(error(408, "request not received in time"), head=False, keep_alive=False)
-        else:
-            self.transport.close()
-
-    # -- parsing -----------------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.buf += data
-        if not self.busy:
-            self._process()
-        elif len(self.buf) > _MAX_BUFFER and self.transport is not None and not self.paused:
-            self.paused = True  # a pipelining client while a slow handler runs: stop reading
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
             self.transport.pause_reading()
 
-    def _process(self) -> None:
-        while self.buf and not self.busy and not self.closing and self.transport is not None:
-            try:
-                parsed = self._parse()
-            except _BadRequest as exc:
-                self._send(error(exc.status, exc.message), head=False, keep_alive=False)
-                return
-            if parsed is None:
-                if not self.in_head:
-                    self.in_head = True
-                    self._arm(self.server.header_timeout)
-                return
-            self.in_head = False
-            request, keep_alive = parsed
-            self._dispatch(request, keep_alive)
-        if not self.buf and not self.busy and not self.closing and self.transport is not None:
-            self._arm(self.server.idle_timeout)
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = False
+            self.transport.resume_reading()
 
-    def _parse(self) -> tuple[Request, bool] | None:
-        buf = self.buf
-        while buf.startswith(b"\r\n"):  # stray CRLF between pipelined requests is allowed (RFC 9112 2.2)
-            del buf[:2]
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            line_end = buf.find(b"\r\n")
-            if (line_end < 0 and len(buf) > MAX_REQUEST_LINE) or line_end > MAX_REQUEST_LINE:
-                raise _BadRequest(414, "request line too long")
-            if len(buf) > MAX_REQUEST_LINE + MAX_HEADER_BYTES:
-                raise _BadRequest(431, "request headers too large")
-            return None
-        head = bytes(buf[:end])
-        cached = self.server.heads.get(head)
-        if cached is not None:  # the same head as an earlier body-less request (an ALB's or wrk's)
-            method, path, query, headers, version, keep_alive = cached
-            del buf[:end + 4]
-            return Request(method, path, query, headers, b"", self.peer, version), keep_alive
-        lines = head.split(b"\r\n")
-        if len(lines[0]) > MAX_REQUEST_LINE:
-            raise _BadRequest(414, "request line too long")
-        if len(head) - len(lines[0]) > MAX_HEADER_BYTES or len(lines) - 1 > MAX_HEADERS:
-            raise _BadRequest(431, "request headers too large")
-        method, target, version = _request_line(lines[0])
-        headers = _headers(lines[1:])
-        keep_alive = _keep_alive(version, headers.get("connection", ""))
-        if "transfer-encoding" in headers:
-            raise _BadRequest(411, "chunked bodies are not accepted; send Content-Length")
-        length_text = headers.get("content-length", "0").strip()
-        if not length_text.isdigit() or len(length_text) > 12:
-            raise _BadRequest(400, "bad Content-Length")
-        length = int(length_text)
-        if length > MAX_BODY:
-            raise _BadRequest(413, f"body larger than {MAX_BODY} bytes")
-        total = end + 4 + length
-        if len(buf) < total:
-            if length and not self.continue_sent and headers.get("expect", "").lower() == "100-continue":
-                self.continue_sent = True
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return None
-        body = bytes(buf[end + 4:total])
-        del buf[:total]
-        self.continue_sent = False
-        path, _, query = target.partition("?")
-        if length == 0 and "expect" not in headers:
-            heads = self.server.heads
-            if len(heads) >= _MAX_CACHED_HEADS:
-                heads.clear()
-            heads[head] = (method, path, query, headers, version, keep_alive)
-        return Request(method, path, query, headers, body, self.peer, version), keep_alive
+    def timed_out(self) -> None:
+        self.deadline = float("inf")
+        if self.transport is None:
+            return
+        if self.deadline_kind == "request" and not self.busy:
+            self.server.timeouts += 1
+            self._fail(408, "request not received in time")
+        else:
+            self.transport.abort() if self.deadline_kind == "write" else self.transport.close()
 
-    # -- dispatch ----------------------------------------------------------------------------
+    def evict(self) -> None:
+        self.server.evicted += 1
+        if self.transport is not None:
+            self.transport.abort()
 
-    def _dispatch(self, request: Request, keep_alive: bool) -> None:
-        head = request.method == "HEAD"
+    # -- reading -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
         try:
-            out = self.server.handler(request)
+            if self.transport is None or self.transport.is_closing():
+                return
+            if self.deadline_kind == "idle" and not self.busy:
+                self._arm("request", self.server.limits.header_timeout)  # the first byte of a request
+            self.h11.receive_data(data)
+            if self.busy or self.write_paused:
+                self._pause_reading()  # one request in flight: the next is read after this answer
+            else:
+                self._advance()
+        except Exception as exc:  # never a traceback into the loop's log: one line, the connection dropped
+            self.server.bad_log.line(self.server.now(), "health: connection from %s dropped: %s", self.peer,
+                                     type(exc).__name__)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it sent, then close (keep the transport open until then)."""
+        try:
+            self.h11.receive_data(b"")
+            if not self.busy:
+                self._advance()
         except Exception:
-            self.server.handler_errors += 1
+            return None
+        return True if self.busy else None
+
+    def _schedule_next(self) -> None:
+        # The next pipelined request on a later loop turn: one connection never holds the loop.
+        if not self.next_scheduled and self.transport is not None:
+            self.next_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.next_scheduled = False
+        try:
+            if not self.busy and not self.write_paused:
+                self._advance()
+        except Exception as exc:
+            self.server.bad_log.line(self.server.now(), "health: connection from %s dropped: %s", self.peer,
+                                     type(exc).__name__)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _advance(self) -> None:
+        """Parse until a whole request (then answer it), more data is needed, or the connection ends."""
+        limits = self.server.limits
+        while self.transport is not None and not self.transport.is_closing():
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400,
+                           _short(str(exc)) or "malformed request")
+                return
+            if event is h11.NEED_DATA:
+                self._resume_reading()
+                if self.h11.their_state is h11.SEND_BODY and self.request is not None \
+                        and self.h11.they_are_waiting_for_100_continue:
+                    self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+                return
+            if event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                if self.deadline_kind != "request":
+                    self._arm("request", limits.header_timeout)
+                self.request = event
+                self.body.clear()
+                problem = _check_request(event, limits)
+                if problem is not None:
+                    self._fail(*problem)
+                    return
+            elif isinstance(event, h11.Data):
+                if len(self.body) + len(event.data) > limits.max_body:
+                    self._fail(413, f"body larger than {limits.max_body} bytes")
+                    return
+                self.body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                self._dispatch()
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                self.transport.close()
+                return
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        req = self.request
+        assert req is not None and self.transport is not None
+        path, query = _target(req.target)
+        request = Request(req.method.decode("ascii"), path, query, _headers(req), bytes(self.body), self.peer,
+                          "HTTP/" + req.http_version.decode("ascii"))
+        self.busy = True
+        self.deadline = float("inf")
+        self._pause_reading()
+        server = self.server
+        server._touch(self)  # a whole request: the connection is in use (half-sent bytes do not count)
+        if server.priority(path):
+            self._answer(request)
+        elif self.reserved:
+            self._respond(error(503, "too many connections"), close=True)
+        else:
+            server._enqueue(self, request)
+
+    def _answer(self, request: Request) -> None:
+        server = self.server
+        try:
+            out = server.handler(request)
+        except Exception:
+            server.handler_errors += 1
             _log.debug("health handler failed", exc_info=True)
             out = error(503, "temporarily unavailable")
         if isinstance(out, Response):
-            self._send(out, head=head, keep_alive=keep_alive and not out.close)
+            self._respond(out)
             return
-        self.busy = True
-        self._disarm()
         task = asyncio.ensure_future(out)
-        self.server.tasks.add(task)
-        task.add_done_callback(lambda t: self._finished(t, head, keep_alive))
+        server.tasks.add(task)
+        task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Future[Response], head: bool, keep_alive: bool) -> None:
+    def _finished(self, task: asyncio.Future[Response]) -> None:
         self.server.tasks.discard(task)
-        self.busy = False
         if task.cancelled():
             resp = error(503, "shutting down")
         elif task.exception() is not None:
@@ -280,116 +369,243 @@ class _HttpProtocol(asyncio.Protocol):
             resp = error(503, "temporarily unavailable")
         else:
             resp = task.result()
-        self._send(resp, head=head, keep_alive=keep_alive and not resp.close)
-        if self.paused and self.transport is not None and not self.closing:
-            self.paused = False
-            self.transport.resume_reading()
-        if not self.closing:
-            self._process()
+        self._respond(resp)
 
-    def _send(self, resp: Response, *, head: bool, keep_alive: bool) -> None:
-        if self.transport is None:
+    def _respond(self, resp: Response, *, close: bool = False) -> None:
+        if self.transport is None or self.transport.is_closing():
             return
         self.server.requests += 1
-        self.transport.write(render(resp, head=head, keep_alive=keep_alive))
-        if not keep_alive:
-            self.closing = True
-            self._disarm()
+        head = self.request is not None and self.request.method == b"HEAD"
+        close = close or resp.close
+        try:
+            self._write(self.server.wire(resp, self.h11, head=head, close=close))
+        except h11.LocalProtocolError:
             self.transport.close()
+            return
+        self.request = None
+        self.body.clear()
+        if self.h11.our_state is h11.MUST_CLOSE or close:
+            self.transport.close()
+            return
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:  # the client has not finished its request: close
+            self.transport.close()
+            return
+        self.busy = False
+        if not self.write_paused:
+            self._arm("idle", self.server.limits.idle_timeout)
+            self._schedule_next()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _fail(self, status: int, message: str) -> None:
+        """A bad request: one short log line (rate-limited), a 4xx, and the connection closed."""
+        server = self.server
+        server.bad_requests += 1
+        server.bad_log.line(server.now(), "health: bad request from %s: %d %s", self.peer, status, message)
+        if self.transport is None:
+            return
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            body = error(status, message).body
+            headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),
+                       _SERVER_HEADER, (b"Connection", b"close")]
+            try:
+                self._write(self.h11.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))) + self.h11.send(
+                    h11.Data(data=body)) + self.h11.send(h11.EndOfMessage()))
+            except h11.LocalProtocolError:
+                pass
+        self.transport.close()
 
 
-def _request_line(line: bytes) -> tuple[str, str, str]:
-    parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if not set(method) <= _TOKEN_CHARS or len(method) > 16:
-        raise _BadRequest(400, "malformed method")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if version.startswith(b"HTTP/"):
-            raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1")
-        raise _BadRequest(400, "malformed request line")
-    if _BAD_TARGET.search(target):
-        raise _BadRequest(400, "malformed request target")
-    text = target.decode("latin-1")
-    if text.startswith(("http://", "https://")):  # absolute-form: keep the path
-        after = text.split("://", 1)[1]
-        text = "/" + after.split("/", 1)[1] if "/" in after else "/"
-    if not text.startswith("/"):
-        raise _BadRequest(400, "request target must be a path")
-    return method.decode("ascii"), text, version.decode("ascii")
+def _check_request(req: h11.Request, limits: ServerLimits) -> tuple[int, str] | None:
+    """What h11 accepts but this server does not: (status, message), or None when the request is fine."""
+    if req.http_version not in (b"1.0", b"1.1"):
+        return 505, "only HTTP/1.0 and HTTP/1.1"
+    if len(req.target) > MAX_TARGET:
+        return 414, "request target too long"
+    if not req.target.startswith(b"/") and not req.target.startswith((b"http://", b"https://")) \
+            and req.target != b"*":
+        return 400, "request target must be a path"
+    if len(req.headers) > MAX_HEADERS:
+        return 431, "too many header fields"
+    if sum(len(name) + len(value) + 4 for name, value in req.headers) > limits.max_head:
+        return 431, "request header fields too large"
+    for name, value in req.headers:
+        if name == b"content-length" and int(value) > limits.max_body:  # h11 has checked: ASCII digits only
+            return 413, f"body larger than {limits.max_body} bytes"
+    return None
 
 
-def _headers(lines: list[bytes]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for raw in lines:
-        if not raw or raw[:1] in (b" ", b"\t"):
-            raise _BadRequest(400, "malformed header (folded or empty line)")
-        name, sep, value = raw.partition(b":")
-        if not sep or not name or not set(name) <= _TOKEN_CHARS:
-            raise _BadRequest(400, "malformed header")
-        if b"\x00" in value or b"\r" in value or b"\n" in value:
-            raise _BadRequest(400, "malformed header value")
-        key = name.decode("ascii").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        if key in headers:
-            if key in ("content-length", "host", "authorization"):
-                if headers[key] != text:
-                    raise _BadRequest(400, f"conflicting {key} headers")
-                continue
-            headers[key] = headers[key] + ", " + text
-        else:
-            headers[key] = text
-    return headers
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
-def _keep_alive(version: str, connection: str) -> bool:
-    tokens = {t.strip().lower() for t in connection.split(",")} if connection else set()
-    if version == "HTTP/1.0":
-        return "keep-alive" in tokens
-    return "close" not in tokens
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class HealthServer:
-    """Serves ``handler`` on ``host:port`` (port 0: any free port; see :attr:`port`)."""
+    """Serves ``handler`` on ``host:port`` (port 0: any free port; see :attr:`port`).
+
+    ``priority(path)`` says which paths are answered at once, ahead of the queue.
+    """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8081, *,
-                 max_connections: int = 512, header_timeout: float = HEADER_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 limits: ServerLimits | None = None, priority: Callable[[str], bool] | None = None,
+                 metrics: SelfMetrics | None = None, max_connections: int | None = None,
+                 header_timeout: float | None = None, idle_timeout: float | None = None) -> None:
+        limits = limits or ServerLimits()
+        overrides: dict[str, Any] = {k: v for k, v in (("max_connections", max_connections),
+                                                       ("header_timeout", header_timeout),
+                                                       ("idle_timeout", idle_timeout)) if v is not None}
+        if overrides:
+            limits = dataclasses.replace(limits, **overrides)
         self.handler = handler
         self.host = host
         self.requested_port = port
-        self.max_connections = max_connections
-        self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
-        self.connections: set[_HttpProtocol] = set()
+        self.limits = limits
+        self.priority = priority or (lambda path: False)
+        self.metrics = metrics
+        #: every open connection, least recently active first
+        self.connections: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self.by_peer: dict[str, collections.OrderedDict[_Conn, None]] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
+        self._queue: collections.deque[tuple[_Conn, Request]] = collections.deque()
+        self._draining = False
         self.requests = 0
         self.rejected = 0
+        self.evicted = 0
+        self.timeouts = 0
+        self.bad_requests = 0
         self.handler_errors = 0
+        self.bad_log = _RateLimitedLog()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.now = time.monotonic
-        #: request head bytes → parsed (method, path, query, headers, version, keep_alive); handlers
-        #: must treat ``Request.headers`` as read-only.
-        self.heads: dict[bytes, tuple[str, str, str, dict[str, str], str, bool]] = {}
+        self._wire_cache: dict[tuple[Response, bool, bool], list[tuple[bytes, bytes]]] = {}
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _admit(self, conn: _Conn) -> bool:
+        """Take ``conn`` in, making room by evicting the least recently active; False if it was refused."""
+        limits = self.limits
+        mine = self.by_peer.setdefault(conn.peer, collections.OrderedDict())
+        if len(mine) >= limits.max_per_client:
+            self._evict(next(iter(mine)))
+        if len(self.connections) >= limits.max_connections and self.connections:
+            self._evict(next(iter(self.connections)))
+        if len(self.connections) >= limits.max_connections + limits.reserve:
+            self.rejected += 1
+            conn.reserved = True
+            if conn.transport is not None:
+                conn.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 32\r\nConnection: close\r\n\r\n"
+                                     b'{"error":"too many connections"}')
+                conn.transport.close()
+            return False
+        self.connections[conn] = None
+        mine[conn] = None
+        return True
+
+    def _evict(self, victim: _Conn) -> None:
+        victim.evict()
+        self._forget(victim)
+
+    def _touch(self, conn: _Conn) -> None:
+        if conn in self.connections:
+            self.connections.move_to_end(conn)
+            mine = self.by_peer.get(conn.peer)
+            if mine is not None and conn in mine:
+                mine.move_to_end(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        self.connections.pop(conn, None)
+        mine = self.by_peer.get(conn.peer)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.by_peer[conn.peer]
+
+    # -- the non-priority queue --------------------------------------------------------------
+
+    def _enqueue(self, conn: _Conn, request: Request) -> None:
+        self._queue.append((conn, request))
+        if not self._draining and self._loop is not None:
+            self._draining = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Answer queued requests for one slice of time, then let the loop poll I/O again."""
+        started = time.perf_counter()
+        queue = self._queue
+        while queue and time.perf_counter() - started < SLICE_S:
+            conn, request = queue.popleft()
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn._answer(request)
+        if queue and self._loop is not None:
+            self._loop.call_soon(self._drain)
+        else:
+            self._draining = False
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def wire(self, resp: Response, conn: h11.Connection, *, head: bool, close: bool) -> bytes:
+        """The response through ``conn``'s state machine (its headers built once per distinct answer)."""
+        key = (resp, head, close)
+        headers = self._wire_cache.get(key)
+        if headers is None:
+            headers = [(b"Content-Type", resp.content_type.encode("latin-1")),
+                       (b"Content-Length", str(len(resp.body)).encode()), _SERVER_HEADER]
+            headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+            if close:
+                headers.append((b"Connection", b"close"))
+            if len(self._wire_cache) >= 256:
+                self._wire_cache.clear()
+            self._wire_cache[key] = headers
+        out = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))) or b""
+        if resp.body and not head:
+            out += conn.send(h11.Data(data=resp.body)) or b""
+        return out + (conn.send(h11.EndOfMessage()) or b"")
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self.now = loop.time
-        host: str | None = None if self.host in ("", "*") else self.host.strip("[]")
-        self._server = await loop.create_server(lambda: _HttpProtocol(self), host, self.requested_port,
-                                                reuse_address=True, backlog=1024)
+        host = self.host.strip("[]")
+        if host == "::":  # dual-stack: IPv6 and IPv4-mapped clients on one socket
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", self.requested_port))
+            except BaseException:
+                sock.close()
+                raise
+            self._server = await loop.create_server(lambda: _Conn(self), sock=sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(lambda: _Conn(self), None if host in ("", "*") else host,
+                                                    self.requested_port, reuse_address=True, backlog=1024)
         self._sweeper = loop.create_task(self._sweep(), name="pulsetrace-health-sweeper")
 
     async def _sweep(self) -> None:
-        """Time out connections past their deadline (a request head too slow, or idle keep-alive)."""
+        """Time out connections past their deadline: one sweeper, no timer per request."""
+        period = min(max(min(self.limits.header_timeout, self.limits.idle_timeout) / 4, 0.02), 0.5)
         while True:
-            await asyncio.sleep(min(max(min(self.header_timeout, self.idle_timeout) / 4, 0.02), 1.0))
+            await asyncio.sleep(period)
             now = self.now()
             for conn in [c for c in self.connections if c.deadline <= now]:
                 try:
-                    conn._timeout()
+                    conn.timed_out()
                 except Exception:  # a broken connection must not stop the sweeper
                     _log.debug("health: timing out a connection failed", exc_info=True)
 
@@ -419,6 +635,6 @@ class HealthServer:
 
 
 def split_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:8081"`` / ``"[::1]:8081"`` / ``"0.0.0.0:0"`` → (host, port)."""
+    """``"127.0.0.1:8081"`` / ``"[::1]:8081"`` / ``"[::]:8081"`` / ``"0.0.0.0:0"`` → (host, port)."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)

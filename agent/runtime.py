@@ -258,8 +258,8 @@ def shutdown(timeout: float = 5.0) -> None:
     _STOPPED_PROVIDER = agent.provider
 
 
-async def probe_round(cfg: Config) -> dict[str, Any]:
-    """One round of every probe, concurrently: the details JSON (``pulsetrace check --json``).
+async def probe_round(cfg: Config) -> HealthSnapshot:
+    """One round of every probe, concurrently: the snapshot (``pulsetrace check``).
 
     Writes nothing to the store (passive probes only read it); starts no server.
     """
@@ -283,10 +283,10 @@ def check(config_path: str | None = None, *, config: Config | None = None) -> di
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(probe_round(cfg))
+        return asyncio.run(probe_round(cfg)).to_dict()
     # Called from a coroutine: the round gets a loop of its own on another thread.
     result: list[dict[str, Any]] = []
-    worker = threading.Thread(target=lambda: result.append(asyncio.run(probe_round(cfg))),
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(probe_round(cfg)).to_dict()),
                               name="pulsetrace-check", daemon=True)
     worker.start()
     worker.join()

@@ -126,7 +126,7 @@ def _start_peer(dsn: str, redis_url: str) -> tuple[_LoopThread, int, Callable[[]
 def run(quick: bool) -> list[Comparison]:
     from pulsetrace.validation import config_from_mapping
     from pulsetrace.demo.local_servers import PostgresServer, RedisServer, free_port
-    from pulsetrace.healthchecks.service import start_in_thread
+    from pulsetrace.healthchecks.handle import start_in_thread
 
     seconds = 2.0 if quick else 5.0
     rounds = 2 if quick else 4
@@ -144,7 +144,7 @@ def run(quick: bool) -> list[Comparison]:
                  "critical": True}]}}, env={})
         handle = start_in_thread(cfg)
         deadline = time.monotonic() + 10
-        while handle.snapshot()["status"] != "UP" and time.monotonic() < deadline:
+        while handle.snapshot().status.value != "UP" and time.monotonic() < deadline:
             time.sleep(0.05)
         _, peer_port, stop_peer = _start_peer(pg.dsn, rd.url)
         ours_port = handle.port

@@ -94,6 +94,19 @@ class ProbeContext:
     clock: Callable[[], float] = time.time
     #: Where blocking work (SQLite reads) runs; ``None``: the loop's default executor.
     io: Executor | None = None
+    #: When the health service started (``clock`` seconds; default: ``clock()`` now), and its start-up
+    #: grace period: a probe with nothing to judge yet reports UNKNOWN at least that long.
+    started_at: float | None = None
+    startup_grace: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.started_at is None:
+            self.started_at = self.clock()
+
+    @property
+    def since_start(self) -> float:
+        """Seconds (``clock``) since the health service started."""
+        return self.clock() - (self.started_at or 0.0)
 
 
 def worst(statuses: Mapping[str, Status] | list[Status]) -> Status:

@@ -13,6 +13,10 @@ A reader is fresh when seen within ``max_age``. The fleet status follows the fre
 below ``thresholds.degraded_ratio`` (default 0.9) DEGRADED, below ``thresholds.down_ratio``
 (default 0.5) DOWN, fewer readers known than ``thresholds.min_readers`` (default 1) DOWN.
 The stale readers are listed in the measurements (the first :data:`MAX_LISTED`).
+
+No data is not downtime: while no reader has been heard from since the agent started, the
+fleet reports UNKNOWN (nothing to judge: it counts in no SLA window) for the start-up grace
+period or one ``max_age``, whichever is longer; only a fleet still silent after that is DOWN.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class RfidProbe:
         else:
             self.kind = "push"
         self._redis: Any = None
+        #: Whether any reader has been heard from since start (then an empty fleet is a real outage).
+        self._ever_seen = False
         self._closing: set[asyncio.Task[None]] = set()
         # Load the driver now, not inside the first check's timeout.
         if self.kind == "redis":
@@ -100,6 +106,15 @@ class RfidProbe:
         m: dict[str, Measurement] = {"readers_total": total, "readers_fresh": fresh, "fresh_ratio": round(ratio, 4),
                                      "stale_readers": stale[:MAX_LISTED]}
         listed = ", ".join(stale[:10]) + (f" (+{len(stale) - 10} more)" if len(stale) > 10 else "")
+        if total:
+            self._ever_seen = True
+        if total == 0 and not self._ever_seen:
+            waited = self.ctx.since_start
+            patience = max(self.ctx.startup_grace, self.cfg.max_age)
+            if waited < patience:
+                return ProbeResult(Status.UNKNOWN, latency_s, f"no heartbeat from any reader yet ({waited:.0f}s "
+                                   f"since start; waiting up to {patience:g}s)", m)
+            return ProbeResult(Status.DOWN, latency_s, f"no heartbeat from any reader in {waited:.0f}s since start", m)
         if total < self.thresholds["min_readers"]:
             return ProbeResult(Status.DOWN, latency_s, f"{total} readers known (expected at least "
                                f"{self.thresholds['min_readers']:g})", m)

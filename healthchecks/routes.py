@@ -9,7 +9,10 @@
 | ``/rfid/heartbeat`` | POST | JSON ``{reader_id, ts?}`` or a list; token/loopback as details |
 
 Anything else is 404, a known path with another method 405 with ``Allow``. No probe ever
-runs on a request; every answer is built from data already in memory.
+runs on a request; every answer is built from data already in memory. ``/health``,
+``/health/ready`` and ``/health/live`` are the server's priority paths (:meth:`Routes.priority`):
+answered the moment they are read, ahead of everything queued. The ``Authorization`` scheme
+is matched case-insensitively (RFC 7235: ``bearer`` is ``Bearer``), the token in constant time.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ if TYPE_CHECKING:
 
 _READ = ("GET", "HEAD")
 _log = logging.getLogger("pulsetrace.health")
+_PRIORITY = frozenset({"/health", "/health/ready", "/health/live"})
 
 
 class Routes:
     def __init__(self, service: HealthService) -> None:
         self.service = service
         token = service.cfg.health.token
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = token.encode() if token else None
         self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Response]]] = {
             "/health": (_READ, self.health),
             "/health/ready": (_READ, self.health),
@@ -44,8 +48,16 @@ class Routes:
             "/rfid/heartbeat": (("POST",), self.heartbeat),
         }
 
+    @staticmethod
+    def _path(path: str) -> str:
+        return path if len(path) <= 1 else path.rstrip("/")
+
+    def priority(self, path: str) -> bool:
+        """Whether ``path`` is one an ALB or a container HEALTHCHECK polls: answered ahead of everything."""
+        return self._path(path) in _PRIORITY
+
     def handle(self, req: Request) -> Response:
-        path = req.path if len(req.path) <= 1 else req.path.rstrip("/")
+        path = self._path(req.path)
         route = self._table.get(path)
         if route is None:
             return error(404, "not found")
@@ -58,8 +70,10 @@ class Routes:
     def authorized(self, req: Request) -> bool:
         if self._expected is None:
             return req.loopback
-        given = req.headers.get("authorization", "").encode("latin-1", "replace")
-        return hmac.compare_digest(given, self._expected)
+        scheme, _, token = req.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip(" \t").encode("latin-1", "replace"), self._expected)
 
     def _unauthorized(self) -> Response:
         hint = "send Authorization: Bearer TOKEN" if self._expected else "allowed from loopback clients only"
@@ -85,7 +99,7 @@ class Routes:
         return Response(200, self.service.details_json())
 
     def metrics(self, req: Request) -> Response:
-        text = render(self.service.details(), self.service.metrics, self.service.counters())
+        text = render(self.service.snapshot(), self.service.metrics, self.service.counters())
         for more in list(self.service.expositions):
             try:
                 text += more()

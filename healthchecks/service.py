@@ -1,30 +1,37 @@
 """The health runtime: probes on their schedules, status, SLA, impact, history, and the HTTP server.
 
-:class:`HealthService` owns everything on one asyncio loop: a :class:`ProbeRunner` per probe,
-the flap damper, SLA tracker and impact tracker per probe, the snapshot the endpoints
-answer from, and the :class:`~pulsetrace.http_server.HealthServer`. Every probe result updates
-the snapshot (a new dict each time, swapped in whole, so readers on other threads see a
-consistent one), notifies snapshot listeners, and queues the changed SLA minute buckets and
-transitions for the local store, written by one I/O thread every few seconds.
+:class:`HealthService` owns a :class:`ProbeRunner` per probe, the flap damper, SLA tracker
+and impact tracker per probe, and the :class:`~pulsetrace.healthchecks.snapshot.SnapshotBoard`
+the endpoints answer from. The probes, their results, the SLA accounting, the snapshot and
+the history writes all run on a loop of their own (:class:`~pulsetrace.healthchecks.loop_thread.LoopThread`,
+``pulsetrace-probes``); the :class:`~pulsetrace.http_server.HealthServer` runs on the loop
+that called :meth:`HealthService.start`. The two meet only at the board (one reference swapped
+per result) and the heartbeat book (a lock held for O(log n) per beat), so HTTP load can delay
+an answer but never a probe, and staleness is judged by the probe loop's own watchdog.
 
-:func:`start_in_thread` runs it on its own loop in a daemon thread (``pulsetrace run``);
+Every result builds a new typed :class:`~pulsetrace.healthchecks.snapshot.HealthSnapshot`,
+publishes it, notifies snapshot listeners (on the probe loop: they must not block), and queues
+the changed SLA minute buckets and transitions for the local store, written by one I/O thread
+every few seconds.
+
+No data is not downtime: an UNKNOWN result (nothing to judge yet, such as a reader fleet before
+its first heartbeat) counts in no SLA window and accrues no revenue at risk, and neither does a
+DEGRADED result during ``health.startup_grace`` after the start (warming up; it is shown, not
+counted). DOWN always counts.
+
+:func:`pulsetrace.healthchecks.handle.start_in_thread` runs the server on a loop in a daemon thread (``pulsetrace run``);
 ``pulsetrace serve`` runs :meth:`HealthService.serve_forever` in the foreground. Never
 raises into the host: a probe that cannot be built reports DOWN with the reason.
 
 Probe traffic is not app traffic: nothing the service does is traced. Its entry points
-(:meth:`HealthService.start`, :meth:`~HealthService.run_round`, :meth:`~HealthService.stop`)
-suppress instrumentation for every task they create (asyncio copies the current context
-into a task when it is created), whichever loop runs them; its I/O threads and the thread
-of :func:`start_in_thread` suppress it from their first instruction (:mod:`pulsetrace.background`).
+suppress instrumentation for every task they create, and its threads suppress it from their
+first instruction (:mod:`pulsetrace.background`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import copy
-import json
 import logging
 import threading
 import time
@@ -32,16 +39,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pulsetrace.background import executor, start_worker, suppressed
+from pulsetrace.background import executor, suppressed
 from pulsetrace.healthchecks import logfilter
 from pulsetrace.healthchecks.base import Probe, ProbeContext, ProbeResult, Status, describe_error
 from pulsetrace.healthchecks.damping import Damper, Transition
 from pulsetrace.healthchecks.heartbeats import HeartbeatBook
-from pulsetrace.healthchecks.impact import ImpactTracker, window_revenue
+from pulsetrace.healthchecks.impact import ImpactTracker
+from pulsetrace.healthchecks.loop_thread import LoopThread
 from pulsetrace.healthchecks.redact import Redactor
 from pulsetrace.healthchecks.scheduler import ProbeRunner
 from pulsetrace.healthchecks.sla import RETENTION_MINUTES, SlaTracker
-from pulsetrace.healthchecks.status import ProbeView, http_status, overall
+from pulsetrace.healthchecks.snapshot import HealthSnapshot, ProbeSnapshot, SnapshotBoard, SnapshotListener
+from pulsetrace.healthchecks.status import ProbeView, overall
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config, ProbeConfig
@@ -54,8 +63,10 @@ _log = logging.getLogger("pulsetrace.health")
 PERSIST_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 RECENT_TRANSITIONS = 20
+#: How often the probe loop's watchdog says it is alive (and whether a result is overdue).
+WATCHDOG_INTERVAL = 0.5
 
-SnapshotListener = Callable[[dict[str, Any]], None]
+__all__ = ["HealthService", "SnapshotListener", "open_store"]
 
 
 class _BrokenProbe:
@@ -79,7 +90,7 @@ class ProbeState:
     last_checked: float | None = None
     last_transition: Transition | None = None
     transitions: collections.deque[Transition] = field(default_factory=lambda: collections.deque(maxlen=RECENT_TRANSITIONS))
-    section: dict[str, Any] = field(default_factory=dict)
+    section: ProbeSnapshot | None = None
 
     @property
     def status(self) -> Status:
@@ -102,16 +113,19 @@ class HealthService:
         self.expositions: list[Callable[[], str]] = []
         self.redactor = Redactor.from_config(cfg)
         logfilter.install(self.redactor)
-        self.heartbeats = HeartbeatBook(clock=clock)
+        hc = cfg.health
+        self.started_at = clock()
+        self.startup_grace = hc.startup_grace
+        self.heartbeats = HeartbeatBook(max_readers=hc.max_readers, clock=clock)
         self._io = executor(max_workers=1, thread_name_prefix="pulsetrace-health-io")
         self.history: HealthHistory | None = None
         if store is not None and persist:
             from pulsetrace.healthchecks.history import HealthHistory
 
             self.history = HealthHistory(store)
-        ctx = ProbeContext(redactor=self.redactor, heartbeats=self.heartbeats, store=store, clock=clock, io=self._io)
+        ctx = ProbeContext(redactor=self.redactor, heartbeats=self.heartbeats, store=store, clock=clock, io=self._io,
+                           started_at=self.started_at, startup_grace=self.startup_grace)
         self.probes: dict[str, ProbeState] = {}
-        hc = cfg.health
         for pc in hc.probes:
             runner = ProbeRunner(pc, self._build(pc, ctx), self.redactor)
             self.probes[pc.name] = ProbeState(
@@ -120,21 +134,22 @@ class HealthService:
                 sla=SlaTracker(pc.sla, degraded_is_available=hc.degraded_is_available,
                                min_samples=hc.burn_min_samples, min_failures=hc.burn_min_failures),
                 impact=ImpactTracker(pc.impact))
-        longest = max((p.interval for p in hc.probes), default=15.0)
-        self.stale_after = hc.stale_factor * longest
-        self._listeners: list[SnapshotListener] = []
+        longest = max((p.interval + p.timeout for p in hc.probes), default=15.0)
+        self.stale_after = hc.stale_factor * max((p.interval for p in hc.probes), default=15.0)
+        self.stale_after = max(self.stale_after, longest)
+        self._listeners: tuple[SnapshotListener, ...] = ()
+        self._listeners_lock = threading.Lock()
         self._pending_rows: dict[str, list[Any]] = {}
         self._pending_transitions: list[Transition] = []
-        self._snapshot: dict[str, Any] = {}
-        self._updated_mono = monotonic()
-        self._health_cache: dict[bool, tuple[int, bytes]] = {}
-        self._details_cache: bytes | None = None
-        self._stop: asyncio.Event | None = None  # created on the loop, in start()
+        self._last_result_mono = monotonic()
+        self._probe_loop: LoopThread | None = None
+        self._stop: asyncio.Event | None = None  # created on the probe loop
         self._tasks: list[asyncio.Task[None]] = []
         self.server: HealthServer | None = None
         self.listener_errors = 0
         self._last_prune = 0.0
-        self._publish()
+        self.board = SnapshotBoard(self._build_snapshot(), self.stale_after, has_probes=bool(self.probes),
+                                   monotonic=monotonic)
 
     def _build(self, pc: ProbeConfig, ctx: ProbeContext) -> Probe:
         from pulsetrace.healthchecks.registry import build_probe
@@ -146,7 +161,14 @@ class HealthService:
             _log.warning("health: %s: %s", pc.name, reason)
             return _BrokenProbe(reason)
 
-    # -- results -------------------------------------------------------------------------------
+    # -- results (the probe loop) ----------------------------------------------------------------
+
+    def in_grace(self, now: float) -> bool:
+        return now - self.started_at < self.startup_grace
+
+    def _counted(self, status: Status, at: float) -> Status:
+        """The status SLA and impact count for time at ``at``: DEGRADED while warming up counts as no data."""
+        return Status.UNKNOWN if status is Status.DEGRADED and self.in_grace(at) else status
 
     def record(self, runner: ProbeRunner, result: ProbeResult) -> None:
         """Take one result (the scheduler's sink): damping, transitions, SLA, impact, snapshot."""
@@ -158,7 +180,8 @@ class HealthService:
         before = state.damper.status
         changed = state.damper.feed(result.status)
         # Impact accrues for the time just ended at the status reported during it.
-        state.impact.advance(before if previous_at is not None else Status.UNKNOWN, now, covered)
+        state.impact.advance(self._counted(before if previous_at is not None else Status.UNKNOWN, now - covered),
+                             now, covered)
         if changed is not None:
             t = Transition(state.cfg.name, now, before, changed, result.detail or result.status.value)
             state.last_transition = t
@@ -166,49 +189,54 @@ class HealthService:
             self._pending_transitions.append(t)
             level = logging.WARNING if changed is Status.DOWN else logging.INFO
             _log.log(level, "health: %s %s -> %s: %s", t.probe, t.from_status.value, t.to_status.value, t.reason)
-            state.impact.advance(changed, now, 0.0)
+            state.impact.advance(self._counted(changed, now), now, 0.0)
         state.last = result
         state.last_checked = now
-        state.sla.record(now, result.status, result.latency_s, covered)
+        # No data is not downtime: nothing is counted for a verdict-less (UNKNOWN) result, and a slow
+        # answer while the service warms up (cold connections, caches) is not held against it. DOWN
+        # always counts: a dependency that is down at start is down.
+        state.sla.record(now, self._counted(result.status, now), result.latency_s, covered)
         rows = state.sla.take_dirty()
         if rows:
             self._pending_rows.setdefault(state.cfg.name, []).extend(rows)
         state.section = self._section(state, now)
+        self._last_result_mono = self.monotonic()
         self._publish()
 
-    def _section(self, state: ProbeState, now: float) -> dict[str, Any]:
+    def _section(self, state: ProbeState, now: float) -> ProbeSnapshot:
         last = state.last
-        sla = state.sla.report(now)
-        for name, seconds in (("24h", 86400), ("30d", 30 * 86400)):
-            sla["windows"][name]["revenue_at_risk"] = round(window_revenue(state.cfg.impact,
-                                                                           state.sla.sums(now, seconds)), 2)
-        return {
-            "status": state.status.value,
-            "critical": state.cfg.critical,
-            "type": state.cfg.type if not state.cfg.preset else f"{state.cfg.type}:{state.cfg.preset}",
-            "latency_ms": None if last is None else round(last.latency_s * 1000, 3),
-            "last_checked": state.last_checked,
-            "last_transition": None if state.last_transition is None else state.last_transition.at,
-            "last_result": None if last is None else last.status.value,
-            "detail": "not checked yet" if last is None else last.detail,
-            "measurements": {} if last is None else dict(last.measurements),
-            "consecutive_failures": state.damper.consecutive_failures,
-            "transitions": [t.as_dict() for t in state.transitions],
-            "sla": sla,
-            "impact": state.impact.as_dict(),
-        }
+        impact = state.cfg.impact
+        return ProbeSnapshot(
+            status=state.status, critical=state.cfg.critical,
+            type=state.cfg.type if not state.cfg.preset else f"{state.cfg.type}:{state.cfg.preset}",
+            latency_ms=None if last is None else round(last.latency_s * 1000, 3),
+            last_checked=state.last_checked,
+            last_transition=None if state.last_transition is None else state.last_transition.at,
+            last_result=None if last is None else last.status,
+            detail="not checked yet" if last is None else last.detail,
+            measurements={} if last is None else dict(last.measurements),
+            consecutive_failures=state.damper.consecutive_failures,
+            transitions=tuple(state.transitions),
+            sla=state.sla.report(now, revenue_per_minute=impact.revenue_per_minute,
+                                 degraded_weight=impact.degraded_weight),
+            impact=state.impact.report())
+
+    def _build_snapshot(self) -> HealthSnapshot:
+        views = [ProbeView(s.status, s.cfg.critical, s.last is not None) for s in self.probes.values()]
+        now = self.clock()
+        probes = {}
+        for name, s in self.probes.items():
+            if s.section is None:
+                s.section = self._section(s, now)
+            probes[name] = s.section
+        return HealthSnapshot(status=overall(views), stale=False, generated_at=now, probes=probes)
 
     def _publish(self) -> None:
-        views = [ProbeView(s.status, s.cfg.critical, s.last is not None) for s in self.probes.values()]
-        status = overall(views)
-        probes = {name: (s.section or self._section(s, self.clock())) for name, s in self.probes.items()}
-        self._snapshot = {"status": status.value, "stale": False, "generated_at": self.clock(), "probes": probes}
-        self._updated_mono = self.monotonic()
-        self._health_cache = {}
-        self._details_cache = None
-        for fn in list(self._listeners):
+        snap = self._build_snapshot()
+        self.board.publish(snap)
+        for fn in self._listeners:
             try:
-                fn(self._snapshot)
+                fn(snap)
             except Exception:
                 self.listener_errors += 1
                 if self.metrics is not None:
@@ -216,42 +244,37 @@ class HealthService:
                 _log.debug("health: snapshot listener failed", exc_info=True)
 
     def add_snapshot_listener(self, fn: SnapshotListener) -> None:
-        """Call ``fn(details)`` on the health loop after every update. It must not block; errors are counted."""
-        self._listeners.append(fn)
+        """Call ``fn(snapshot)`` on the probe loop after every update (from any thread).
+
+        ``fn`` must be quick and must not block (store the snapshot, set an event); its errors are
+        counted (``health_listener_errors``), never raised.
+        """
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, fn)
 
     def add_exposition(self, fn: Callable[[], str]) -> None:
         """More ``/metrics`` text (the container's request and business metrics), appended on every scrape."""
         self.expositions.append(fn)
 
-    # -- reading the snapshot ---------------------------------------------------------------------
+    # -- reading the snapshot (any thread) ---------------------------------------------------------
+
+    def snapshot(self) -> HealthSnapshot:
+        """The current snapshot, stale or not: what every reader reads."""
+        return self.board.read()
 
     def is_stale(self) -> bool:
-        return bool(self.probes) and self.monotonic() - self._updated_mono > self.stale_after
+        return self.board.is_stale()
 
     def details(self) -> dict[str, Any]:
-        """The details dict (the current snapshot; do not mutate)."""
-        snap = self._snapshot
-        if self.is_stale():
-            snap = {**snap, "stale": True}
-        return snap
+        """The details JSON of the current snapshot, as plain data."""
+        return self.snapshot().to_dict()
 
     def details_json(self) -> bytes:
-        if self.is_stale():
-            return json.dumps(self.details(), separators=(",", ":")).encode() + b"\n"
-        if self._details_cache is None:
-            self._details_cache = json.dumps(self._snapshot, separators=(",", ":")).encode() + b"\n"
-        return self._details_cache
+        return self.board.details_json()
 
     def health(self) -> tuple[int, bytes]:
-        """(HTTP status, body) for ``/health``: from the snapshot, cached until the next update."""
-        stale = self.is_stale()
-        cached = self._health_cache.get(stale)
-        if cached is None:
-            status = Status(self._snapshot["status"])
-            body = json.dumps({"status": status.value, "stale": stale}).encode() + b"\n"
-            cached = (http_status(status, stale), body)
-            self._health_cache[stale] = cached
-        return cached
+        """(HTTP status, body) for ``/health``: from the snapshot, prebuilt until the next update."""
+        return self.board.health()
 
     def counters(self) -> dict[str, dict[str, float]]:
         return {name: {"checks": s.runner.checks, "timeouts": s.runner.timeouts, "transitions": len(s.transitions)}
@@ -260,26 +283,45 @@ class HealthService:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, *, serve: bool = True) -> None:
-        """Load history, start the probes and (``serve``) the HTTP server. Raises OSError if the port is taken."""
-        with suppressed():  # the probe loops, the server and the persist loop inherit it
-            await self._start(serve)
+        """Start the probes on their own loop and (``serve``) the HTTP server on this one.
 
-    async def _start(self, serve: bool) -> None:
+        Raises OSError if the port is taken (nothing is left running then).
+        """
+        with suppressed():  # the server's tasks inherit it; the probe loop's thread has its own
+            if serve:
+                from pulsetrace.http_server import HealthServer, ServerLimits, split_listen
+                from pulsetrace.healthchecks.routes import Routes
+
+                hc = self.cfg.health
+                host, port = split_listen(hc.listen)
+                routes = Routes(self)
+                self.server = HealthServer(routes.handle, host, port, limits=ServerLimits.from_config(hc),
+                                           priority=routes.priority, metrics=self.metrics)
+                await self.server.start()
+            self._probe_loop = LoopThread("pulsetrace-probes")
+            await self._probe_loop.run(self._start_probes())
+
+    async def _start_probes(self) -> None:
         self._stop = asyncio.Event()
         if self.history is not None:
             await self._load_history()
-        if serve:
-            from pulsetrace.http_server import HealthServer, split_listen
-            from pulsetrace.healthchecks.routes import Routes
-
-            host, port = split_listen(self.cfg.health.listen)
-            self.server = HealthServer(Routes(self).handle, host, port, max_connections=self.cfg.health.max_connections)
-            await self.server.start()
         for state in self.probes.values():
             self._tasks.append(asyncio.create_task(state.runner.loop(self.record, self._stop),
                                                    name=f"pulsetrace-probe-{state.cfg.name}"))
+        self._tasks.append(asyncio.create_task(self._watchdog(), name="pulsetrace-health-watchdog"))
         if self.history is not None:
             self._tasks.append(asyncio.create_task(self._persist_loop(), name="pulsetrace-health-persist"))
+
+    async def _watchdog(self) -> None:
+        """Tell the board the probe loop is alive, and whether a result is overdue by this loop's clock."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            overdue = bool(self.probes) and self.monotonic() - self._last_result_mono > self.stale_after
+            self.board.tick(overdue)
+            try:
+                await asyncio.wait_for(self._stop.wait(), WATCHDOG_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
 
     async def _load_history(self) -> None:
         history = self.history
@@ -299,7 +341,7 @@ class HealthService:
             if recent:
                 state.last_transition = recent[-1]
         for state in self.probes.values():
-            state.section = {}
+            state.section = None
         self._publish()
 
     async def _persist_loop(self) -> None:
@@ -340,20 +382,32 @@ class HealthService:
                 self.metrics.inc("health_persist_errors")
             _log.warning("health: history not written: %s", describe_error(exc))
 
-    async def run_round(self) -> dict[str, Any]:
-        """Run every probe once, concurrently (``pulsetrace check``); returns the details dict."""
+    async def run_round(self) -> HealthSnapshot:
+        """Run every probe once, concurrently, on this loop (``pulsetrace check``); returns the snapshot."""
         async def one(state: ProbeState) -> None:
             self.record(state.runner, await state.runner.run_once())
 
         with suppressed():
             await asyncio.gather(*(one(s) for s in self.probes.values()))
-        return self.details()
+        return self.snapshot()
 
     async def stop(self, timeout: float = 2.0) -> None:
         with suppressed():  # closing the probes' connections is probe traffic too
-            await self._stop_all(timeout)
+            if self.server is not None:
+                await self.server.stop(timeout=min(timeout, 1.0))
+            probe_loop, self._probe_loop = self._probe_loop, None
+            if probe_loop is not None:
+                try:
+                    await asyncio.wait_for(probe_loop.run(self._stop_probes(timeout)), timeout + 1.0)
+                except Exception:
+                    _log.debug("health: stopping the probes", exc_info=True)
+                await asyncio.to_thread(probe_loop.stop, 1.0)
+            else:
+                await self._stop_probes(timeout)
+            self._io.shutdown(wait=False)
+            logfilter.uninstall(self.redactor)
 
-    async def _stop_all(self, timeout: float) -> None:
+    async def _stop_probes(self, timeout: float) -> None:
         if self._stop is not None:
             self._stop.set()
         for task in self._tasks:
@@ -361,15 +415,11 @@ class HealthService:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks = []
-        if self.server is not None:
-            await self.server.stop(timeout=min(timeout, 1.0))
         await asyncio.gather(*(s.runner.aclose() for s in self.probes.values()), return_exceptions=True)
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except Exception:
             pass
-        self._io.shutdown(wait=False)
-        logfilter.uninstall(self.redactor)
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -377,48 +427,6 @@ class HealthService:
             await stop.wait()
         finally:
             await self.stop()
-
-
-class HealthHandle:
-    """A :class:`HealthService` running on its own loop in a daemon thread."""
-
-    def __init__(self, service: HealthService, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-        self.service = service
-        self.loop = loop
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return self.service.server.port if self.service.server is not None else 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """A copy of the details dict."""
-        fut = asyncio.run_coroutine_threadsafe(_copy_details(self.service), self.loop)
-        try:
-            return fut.result(timeout=2.0)
-        except Exception:
-            return copy.deepcopy(self.service.details())
-
-    def add_snapshot_listener(self, fn: SnapshotListener) -> None:
-        self.loop.call_soon_threadsafe(self.service.add_snapshot_listener, fn)
-
-    def add_exposition(self, fn: Callable[[], str]) -> None:
-        self.loop.call_soon_threadsafe(self.service.add_exposition, fn)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        if not self.loop.is_running():
-            return
-        fut = asyncio.run_coroutine_threadsafe(self.service.stop(timeout), self.loop)
-        try:
-            fut.result(timeout=timeout + 0.5)
-        except Exception:
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=max(0.1, timeout))
-
-
-async def _copy_details(service: HealthService) -> dict[str, Any]:
-    return copy.deepcopy(service.details())
 
 
 def open_store(cfg: Config) -> LocalStore | None:
@@ -429,50 +437,3 @@ def open_store(cfg: Config) -> LocalStore | None:
     except Exception as exc:
         _log.warning("health: local store unavailable, SLA history not kept: %s", describe_error(exc))
         return None
-
-
-def start_in_thread(cfg: Config, child_alive: Callable[[], bool] | None = None, *,
-                    store: LocalStore | None = None, metrics: SelfMetrics | None = None,
-                    clock: Callable[[], float] = time.time) -> HealthHandle:
-    """Run the health service in a daemon thread ``pulsetrace-health``; returns once it listens.
-
-    Raises ``OSError`` when the health port cannot be bound (nothing is left running then).
-    """
-    if store is None:
-        store = open_store(cfg)
-    service = HealthService(cfg, store=store, child_alive=child_alive, clock=clock, metrics=metrics)
-    loop = asyncio.new_event_loop()
-    started: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def main() -> None:  # runs with instrumentation suppressed, and so does every task created here
-        asyncio.set_event_loop(loop)
-        # Custom probes' blocking calls run in the default executor, which does not copy the context.
-        loop.set_default_executor(executor(thread_name_prefix="asyncio"))
-
-        async def boot() -> None:
-            try:
-                await service.start()
-            except BaseException as exc:
-                started.set_exception(exc)
-                await service.stop(0.5)
-                return
-            started.set_result(None)
-
-        loop.create_task(boot())
-        try:
-            loop.run_forever()
-        finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            except Exception:
-                pass
-            loop.close()
-
-    thread = start_worker("pulsetrace-health", main)
-    try:
-        started.result(timeout=30.0)
-    except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=2.0)
-        raise
-    return HealthHandle(service, loop, thread)

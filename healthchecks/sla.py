@@ -32,13 +32,15 @@ import math
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from pulsetrace.healthchecks.base import Status
+from pulsetrace.healthchecks.snapshot import BurnAlert, SlaReport, SlaWindow
 
 MINUTE = 60
 RETENTION_MINUTES = 30 * 1440
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+#: Windows whose report carries the revenue at risk over their measured minutes.
+REVENUE_WINDOWS = ("24h", "30d")
 #: (name, long window s, short window s, burn factor) from the SRE workbook, chapter 5.
 BURN_WINDOWS: tuple[tuple[str, int, int, float], ...] = (
     ("1h", 3600, 300, 14.4), ("6h", 6 * 3600, 1800, 6.0), ("3d", 3 * 86400, 6 * 3600, 1.0))
@@ -115,6 +117,10 @@ class Sums:
 
     def failures(self, degraded_is_available: bool) -> int:
         return self.n_down + (0 if degraded_is_available else self.n_degraded)
+
+    def revenue_at_risk(self, revenue_per_minute: float, degraded_weight: float) -> float:
+        """Revenue at risk over these seconds: all of the DOWN time, ``degraded_weight`` of the DEGRADED time."""
+        return revenue_per_minute * (self.down_s + degraded_weight * self.degraded_s) / 60.0
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,9 @@ class SlaTracker:
             return None
         return (s.bad_s(self.degraded_is_available) / s.observed_s) / self.allowed_fraction
 
-    def window(self, now: float, seconds: int) -> dict[str, Any]:
+    def window(self, now: float, seconds: int, *, revenue_per_minute: float | None = None,
+               degraded_weight: float = 0.0) -> SlaWindow:
+        """One rolling window; with ``revenue_per_minute``, the revenue at risk over its measured minutes."""
         s = self.sums(now, seconds)
         budget_total = (1.0 - self.target / 100.0) * seconds
         consumed = s.bad_s(self.degraded_is_available)
@@ -302,17 +310,20 @@ class SlaTracker:
         else:
             fraction = 1.0 if consumed == 0 else 0.0
         avail = self.availability(s)
+        revenue = None
+        if revenue_per_minute is not None:
+            revenue = round(s.revenue_at_risk(revenue_per_minute, degraded_weight), 2)
         # Percent, like the target it is compared with (4 decimals: the fraction's 6).
-        return {"availability": None if avail is None else round(avail * 100.0, 4),
-                "budget_remaining": round(fraction, 6),
-                "budget_total_s": round(budget_total, 3), "budget_remaining_s": round(remaining, 3),
-                "downtime_s": round(s.down_s, 3), "degraded_s": round(s.degraded_s, 3),
-                "observed_s": round(s.observed_s, 3), "samples": s.samples}
+        return SlaWindow(availability=None if avail is None else round(avail * 100.0, 4),
+                         budget_remaining=round(fraction, 6), budget_total_s=round(budget_total, 3),
+                         budget_remaining_s=round(remaining, 3), downtime_s=round(s.down_s, 3),
+                         degraded_s=round(s.degraded_s, 3), observed_s=round(s.observed_s, 3), samples=s.samples,
+                         revenue_at_risk=revenue)
 
-    def burn(self, now: float) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    def burn(self, now: float) -> tuple[dict[str, float | None], dict[str, BurnAlert]]:
         """(burn rates of the long windows, alert state per window pair)."""
         rates: dict[str, float | None] = {}
-        alerts: dict[str, dict[str, Any]] = {}
+        alerts: dict[str, BurnAlert] = {}
         for name, long_s, short_s, factor in BURN_WINDOWS:
             long_sums, short_sums = self.sums(now, long_s), self.sums(now, short_s)
             long_rate = self.burn_rate(long_sums)
@@ -322,15 +333,17 @@ class SlaTracker:
             firing = (long_rate is not None and short_rate is not None and long_rate >= factor
                       and short_rate >= factor and long_sums.failures(self.degraded_is_available) >= self.min_failures)
             rates[name] = None if long_rate is None else round(long_rate, 4)
-            alerts[name] = {"long": rates[name], "short": None if short_rate is None else round(short_rate, 4),
-                            "short_window": f"{short_s // 60}m" if short_s < 3600 else f"{short_s // 3600}h",
-                            "threshold": factor, "firing": firing, "samples": long_sums.samples}
+            alerts[name] = BurnAlert(long=rates[name], short=None if short_rate is None else round(short_rate, 4),
+                                     short_window=f"{short_s // 60}m" if short_s < 3600 else f"{short_s // 3600}h",
+                                     threshold=factor, firing=firing, samples=long_sums.samples)
         return rates, alerts
 
-    def report(self, now: float) -> dict[str, Any]:
-        """The ``sla`` object of the details JSON."""
+    def report(self, now: float, *, revenue_per_minute: float = 0.0, degraded_weight: float = 0.0) -> SlaReport:
+        """The ``sla`` object of the snapshot (revenue at risk on the 24h and 30d windows)."""
         rates, alerts = self.burn(now)
-        return {"target": self.target,
-                "windows": {name: self.window(now, seconds) for name, seconds in WINDOWS.items()},
-                "burn_rates": rates, "burn_alerts": alerts,
-                "latency_ms": self.latency(now, 3600)}
+        windows = {name: self.window(now, seconds,
+                                     revenue_per_minute=revenue_per_minute if name in REVENUE_WINDOWS else None,
+                                     degraded_weight=degraded_weight)
+                   for name, seconds in WINDOWS.items()}
+        return SlaReport(target=self.target, windows=windows, burn_rates=rates, burn_alerts=alerts,
+                         latency_ms=self.latency(now, 3600))

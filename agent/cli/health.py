@@ -23,6 +23,7 @@ from pulsetrace.cli.main import CliError
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config
+    from pulsetrace.healthchecks.snapshot import HealthSnapshot
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -110,18 +111,17 @@ async def _serve(cfg: Config) -> int:
 
 def check(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from pulsetrace.healthchecks.base import Status
     from pulsetrace.healthchecks.status import exit_code
 
-    details = asyncio.run(_one_round(cfg))
+    snapshot = asyncio.run(_one_round(cfg))
     if args.json:
-        sys.stdout.write(json.dumps(details, indent=2) + "\n")
+        sys.stdout.write(json.dumps(snapshot.to_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(check_table(details))
-    return exit_code(Status(details["status"]))
+        sys.stdout.write(check_table(snapshot))
+    return exit_code(snapshot.status)
 
 
-async def _one_round(cfg: Config) -> dict[str, Any]:
+async def _one_round(cfg: Config) -> HealthSnapshot:
     from pulsetrace.runtime import probe_round
 
     return await probe_round(cfg)
@@ -132,17 +132,17 @@ def _cell(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def check_table(details: dict[str, Any]) -> str:
-    probes: dict[str, Any] = details.get("probes", {})
+def check_table(snapshot: HealthSnapshot) -> str:
+    probes = snapshot.probes
     if not probes:
-        return f"status {details['status']}: no probes configured (health.probes)\n"
+        return f"status {snapshot.status.value}: no probes configured (health.probes)\n"
     name_w = max(5, *(len(n) for n in probes))
     lines = [f"{'PROBE':<{name_w}}  {'STATUS':<8}  {'CRITICAL':<8}  {'LATENCY':>9}  DETAIL"]
     for name, p in sorted(probes.items()):
-        latency = "-" if p.get("latency_ms") is None else f"{p['latency_ms']:.1f} ms"
-        lines.append(f"{name:<{name_w}}  {p['status']:<8}  {'yes' if p.get('critical') else 'no':<8}  "
-                     f"{latency:>9}  {_cell(p.get('detail', ''), 90)}")
-    lines.append(f"overall: {details['status']}")
+        latency = "-" if p.latency_ms is None else f"{p.latency_ms:.1f} ms"
+        lines.append(f"{name:<{name_w}}  {p.status.value:<8}  {'yes' if p.critical else 'no':<8}  "
+                     f"{latency:>9}  {_cell(p.detail, 90)}")
+    lines.append(f"overall: {snapshot.status.value}")
     return "\n".join(lines) + "\n"
 
 
@@ -170,7 +170,6 @@ def sla(args: argparse.Namespace) -> int:
 def sla_report(cfg: Config, window: str, window_s: int, now: float) -> dict[str, Any]:
     """The ``sla --json`` document from the store (no probe runs)."""
     from pulsetrace.healthchecks.history import HealthHistory
-    from pulsetrace.healthchecks.impact import window_revenue
     from pulsetrace.healthchecks.sla import RETENTION_MINUTES, SlaTracker
     from pulsetrace.store import LocalStore
 
@@ -185,17 +184,18 @@ def sla_report(cfg: Config, window: str, window_s: int, now: float) -> dict[str,
         if history is not None:
             tracker.load(history.load_minutes(probe.name, int(now // 60) - RETENTION_MINUTES), now)
             transitions = [t for t in history.transitions(probe.name, 1000) if t.at >= now - window_s]
-        w = tracker.window(now, window_s)
-        sums = tracker.sums(now, window_s)
+        w = tracker.window(now, window_s, revenue_per_minute=probe.impact.revenue_per_minute,
+                           degraded_weight=probe.impact.degraded_weight)
+        rate = tracker.burn_rate(tracker.sums(now, window_s))
         out.append({
             "name": probe.name, "target": probe.sla, "critical": probe.critical,
-            "availability": w["availability"],
-            "budget_total_s": w["budget_total_s"], "budget_remaining_s": w["budget_remaining_s"],
-            "budget_remaining": w["budget_remaining"],
-            "burn_rate": None if tracker.burn_rate(sums) is None else round(tracker.burn_rate(sums) or 0.0, 4),
-            "revenue_at_risk": round(window_revenue(probe.impact, sums), 2),
-            "downtime_s": w["downtime_s"], "degraded_s": w["degraded_s"], "observed_s": w["observed_s"],
-            "samples": w["samples"], "latency_ms": tracker.latency(now, window_s),
+            "availability": w.availability,
+            "budget_total_s": w.budget_total_s, "budget_remaining_s": w.budget_remaining_s,
+            "budget_remaining": w.budget_remaining,
+            "burn_rate": None if rate is None else round(rate, 4),
+            "revenue_at_risk": w.revenue_at_risk,
+            "downtime_s": w.downtime_s, "degraded_s": w.degraded_s, "observed_s": w.observed_s,
+            "samples": w.samples, "latency_ms": tracker.latency(now, window_s),
             "transitions": len(transitions),
             "status": transitions[-1].to_status.value if transitions else None,
         })

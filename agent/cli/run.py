@@ -86,7 +86,7 @@ def start_alerts(cfg: Any, add_listener: Any, metrics: Any) -> Any:
 
 def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any, Any]:
     """The container's health service (and its CloudWatch publisher and alerts, when configured)."""
-    from pulsetrace.healthchecks.service import start_in_thread
+    from pulsetrace.healthchecks.handle import start_in_thread
     from pulsetrace.selfmetrics import SelfMetrics
 
     metrics = SelfMetrics()

@@ -231,7 +231,7 @@ class _Builder:
 DURATION_KEYS = _DURATION_KEYS = frozenset({"retention", "timeout", "interval", "max_age", "window", "export_interval",
                             "shutdown_timeout", "poll", "targets_poll", "fallback_after", "group_wait",
                             "repeat_interval", "failure_window", "drop_window", "evaluate_interval",
-                            "delivery_deadline", "alarm_period"})
+                            "delivery_deadline", "alarm_period", "startup_grace", "header_timeout", "idle_timeout"})
 
 
 def build_config(cls: type, data: object,

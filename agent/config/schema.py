@@ -185,8 +185,9 @@ class ImpactConfig:
     revenue_per_minute: float = field(default=0.0, metadata=_c(min=0.0))
     users: int = field(default=0, metadata=_c(min=0))
     capabilities: list[str] = field(default_factory=list)
-    #: Share of the impact that counts while DEGRADED (DOWN counts fully).
-    degraded_weight: float = field(default=0.25, metadata=_c(min=0.0, max=1.0))
+    #: Share of the impact that counts while DEGRADED (DOWN counts fully). 0 unless declared: slow is not
+    #: lost revenue unless the probe says so (a cold-start DEGRADED at 100 % availability risks nothing).
+    degraded_weight: float = field(default=0.0, metadata=_c(min=0.0, max=1.0))
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,24 @@ class HealthConfig:
     burn_min_failures: int = field(default=3, metadata=_c(min=1))
     #: The snapshot is stale (``/health`` 503) when older than this many longest intervals.
     stale_factor: float = field(default=3.0, metadata=_c(min=1.0, max=100.0))
-    #: Health server: open connections at most (more are answered 503 and closed).
+    #: Health server: open connections at most. A new connection past it takes the place of the one idle
+    #: longest (or, when none is idle, is answered 503), so held connections never lock the ALB out.
     max_connections: int = field(default=512, metadata=_c(min=1, max=100_000))
+    #: Health server: open connections per client address at most; a client past it loses its own
+    #: longest-idle connection first.
+    max_connections_per_client: int = field(default=64, metadata=_c(min=1, max=100_000))
+    #: Health server: time to send a whole request head (not reset by each byte: no slowloris).
+    header_timeout: Duration = field(default=5.0, metadata=_c(min=0.05, max=300.0))
+    #: Health server: a keep-alive connection with no request for this long is closed.
+    idle_timeout: Duration = field(default=30.0, metadata=_c(min=0.05, max=3600.0))
+    #: Health server: largest request body (RFID heartbeats), bytes.
+    max_body: int = field(default=65536, metadata=_c(min=1024, max=16 * 1024 * 1024))
+    #: After start, DEGRADED results (cold connections, caches warming up) are shown but not counted in the
+    #: SLA or revenue at risk, and a probe with nothing to judge yet (a reader fleet before its first
+    #: heartbeat) reports UNKNOWN at least this long. DOWN always counts.
+    startup_grace: Duration = field(default=30.0, metadata=_c(min=0.0, max=86400.0))
+    #: RFID heartbeats pushed to ``/rfid/heartbeat``: readers remembered at most (the longest unheard go first).
+    max_readers: int = field(default=10_000, metadata=_c(min=1, max=1_000_000))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Health metrics for CloudWatch from the health snapshot (the ``/health/details`` dict).
+"""Health metrics for CloudWatch from the typed health snapshot (what ``/health/details`` shows).
 
 Per probe (dimensions ``Service, Environment, Probe``): ``ProbeStatus`` (0 UP,
 1 DEGRADED, 2 DOWN), ``ProbeUp`` (1 UP or DEGRADED, 0 DOWN, one sample per probe
@@ -22,10 +22,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pulsetrace.healthchecks.score import finite_number, health_score
+from pulsetrace.healthchecks.score import health_score
 from pulsetrace.metrics.datum import (
     Dimensions,
     MetricDatum,
@@ -40,6 +40,7 @@ from pulsetrace.metrics.publisher import MetricsPublisher, build_publisher
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config
+    from pulsetrace.healthchecks.snapshot import HealthSnapshot, SnapshotListener
     from pulsetrace.selfmetrics import SelfMetrics
 
 _log = logging.getLogger("pulsetrace.metrics")
@@ -50,65 +51,55 @@ WINDOWS: tuple[str, ...] = ("5m", "30m", "1h", "6h", "24h", "3d", "7d", "30d")
 _MAX_PROBES = 100
 
 
-_number = finite_number
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
-def _percent(value: object) -> float | None:
+def _percent(value: float | None) -> float | None:
     """A fraction of 1 from the SLA report (``budget_remaining`` 0.4, or -0.2 when overspent) in
     percent, the unit the SLA target and the alarms use. ``availability`` is a percent already."""
-    v = _number(value)
+    v = _finite(value)
     return None if v is None else round(v * 100.0, 6)
 
 
-def health_datums(details: Mapping[str, Any], dims: Dimensions, now: float) -> list[MetricDatum]:
+def _probe_dims(dims: Dimensions, name: str) -> Dimensions:
+    return dims + (("Probe", clean_dimension_value(name, limit=64)),)
+
+
+def health_datums(snapshot: HealthSnapshot, dims: Dimensions, now: float) -> list[MetricDatum]:
     """The point-in-time health data of one snapshot (no ProbeUp/ProbeLatency samples: see the source)."""
     out: list[MetricDatum] = []
-    overall = STATUS_VALUES.get(str(details.get("status", "")))
+    overall = STATUS_VALUES.get(snapshot.status.value)
     if overall is not None:
         out.append(value_datum("HealthStatus", "None", dims, now, overall))
-    score = health_score(details)
+    score = health_score(snapshot)
     if score is not None:
         out.append(value_datum("HealthScore", "None", dims, now, score))
-    probes = details.get("probes")
-    if not isinstance(probes, Mapping):
-        return out
-    for name, probe in list(probes.items())[:_MAX_PROBES]:
-        if not isinstance(probe, Mapping):
-            continue
-        pdims = dims + (("Probe", clean_dimension_value(str(name), limit=64)),)
-        status = STATUS_VALUES.get(str(probe.get("status", "")))
+    for name, probe in list(snapshot.probes.items())[:_MAX_PROBES]:
+        pdims = _probe_dims(dims, name)
+        status = STATUS_VALUES.get(probe.status.value)
         if status is not None:
             out.append(value_datum("ProbeStatus", "None", pdims, now, status))
-        impact = probe.get("impact")
-        if isinstance(impact, Mapping):
-            revenue = _number(impact.get("revenue_at_risk"))
+        if status is not None:  # an UNKNOWN probe has no impact figures rather than made-up zeros
+            revenue = _finite(probe.impact.revenue_at_risk)
             if revenue is not None:
                 out.append(value_datum("RevenueAtRisk", "None", pdims, now, revenue))
-            users = _number(impact.get("users_affected"))
-            if users is not None:
-                out.append(value_datum("UsersAffected", "Count", pdims, now, users))
-        sla = probe.get("sla")
-        if not isinstance(sla, Mapping):
-            continue
-        windows = sla.get("windows")
-        if isinstance(windows, Mapping):
-            for window in WINDOWS:
-                w = windows.get(window)
-                if not isinstance(w, Mapping):
-                    continue
-                wdims = pdims + (("Window", window),)
-                availability = _number(w.get("availability"))  # percent in the details, like the target
-                if availability is not None:
-                    out.append(value_datum("Availability", "Percent", wdims, now, availability))
-                budget = _percent(w.get("budget_remaining"))
-                if budget is not None:
-                    out.append(value_datum("ErrorBudgetRemaining", "Percent", wdims, now, budget))
-        burn = sla.get("burn_rates")
-        if isinstance(burn, Mapping):
-            for window in WINDOWS:
-                rate = _number(burn.get(window))
-                if rate is not None:
-                    out.append(value_datum("BurnRate", "None", pdims + (("Window", window),), now, rate))
+            out.append(value_datum("UsersAffected", "Count", pdims, now, float(probe.impact.users_affected)))
+        for window in WINDOWS:
+            w = probe.sla.windows.get(window)
+            if w is None:
+                continue
+            wdims = pdims + (("Window", window),)
+            availability = _finite(w.availability)  # percent in the snapshot, like the target
+            if availability is not None:
+                out.append(value_datum("Availability", "Percent", wdims, now, availability))
+            budget = _percent(w.budget_remaining)
+            if budget is not None:
+                out.append(value_datum("ErrorBudgetRemaining", "Percent", wdims, now, budget))
+        for window in WINDOWS:
+            rate = _finite(probe.sla.burn_rates.get(window))
+            if rate is not None:
+                out.append(value_datum("BurnRate", "None", pdims + (("Window", window),), now, rate))
     return out
 
 
@@ -118,36 +109,31 @@ class HealthMetricsSource:
     def __init__(self, dims: Dimensions) -> None:
         self.dims = dims
         self._lock = threading.Lock()
-        self._latest: Mapping[str, Any] | None = None
-        self._seen: dict[str, object] = {}  # probe → last_checked of the last result counted
+        self._latest: HealthSnapshot | None = None
+        self._seen: dict[str, float | None] = {}  # probe → last_checked of the last result counted
         self._up: dict[str, list[float]] = {}  # probe → [results, up]
         self._latency: dict[str, tuple[dict[int, list[float]], list[float]]] = {}  # probe → (buckets, [lo, hi])
 
-    def on_snapshot(self, details: Mapping[str, Any]) -> None:
+    def on_snapshot(self, snapshot: HealthSnapshot) -> None:
         """The snapshot listener: cheap, never raises."""
         try:
-            self._on_snapshot(details)
+            self._on_snapshot(snapshot)
         except Exception:
             _log.debug("health snapshot not understood", exc_info=True)
 
-    def _on_snapshot(self, details: Mapping[str, Any]) -> None:
-        probes = details.get("probes")
+    def _on_snapshot(self, snapshot: HealthSnapshot) -> None:
         with self._lock:
-            self._latest = details
-            if not isinstance(probes, Mapping):
-                return
-            for name, probe in list(probes.items())[:_MAX_PROBES]:
-                if not isinstance(probe, Mapping):
-                    continue
-                checked = probe.get("last_checked")
-                status = str(probe.get("status", ""))
+            self._latest = snapshot
+            for name, probe in list(snapshot.probes.items())[:_MAX_PROBES]:
+                checked = probe.last_checked
+                status = probe.status.value
                 if checked is None or status not in STATUS_VALUES or self._seen.get(name) == checked:
                     continue  # no new result for this probe
                 self._seen[name] = checked
                 up = self._up.setdefault(name, [0.0, 0.0])
                 up[0] += 1
                 up[1] += 1.0 if status != "DOWN" else 0.0
-                latency = _number(probe.get("latency_ms"))
+                latency = _finite(probe.latency_ms)
                 if latency is not None and latency >= 0:
                     buckets, bounds = self._latency.setdefault(name, ({}, [math.inf, 0.0]))
                     b = buckets.setdefault(bucket_index(latency), [0.0, 0.0])
@@ -164,37 +150,33 @@ class HealthMetricsSource:
         if latest is None:
             return []
         out = health_datums(latest, self.dims, now)
-        probes = latest.get("probes")
-        if isinstance(probes, Mapping):
-            for name, probe in list(probes.items())[:_MAX_PROBES]:
-                if not isinstance(probe, Mapping):
-                    continue
-                pdims = self.dims + (("Probe", clean_dimension_value(str(name), limit=64)),)
-                counts = up.get(name)
-                if counts is None:
-                    # No new result this interval: the current state stands as one sample.
-                    status = str(probe.get("status", ""))
-                    if status in STATUS_VALUES:
-                        counts = [1.0, 1.0 if status != "DOWN" else 0.0]
-                if counts is not None:
-                    results, ups = counts
-                    out.append(stats_datum("ProbeUp", "None", pdims, now, results, ups,
-                                           0.0 if ups < results else 1.0, 1.0 if ups > 0 else 0.0))
-                lat = latency.get(name)
-                if lat is not None:
-                    buckets, (lo, hi) = lat
-                    out.append(distribution_datum("ProbeLatency", "Milliseconds", pdims, now, buckets, lo, hi))
+        for name, probe in list(latest.probes.items())[:_MAX_PROBES]:
+            pdims = _probe_dims(self.dims, name)
+            counts = up.get(name)
+            if counts is None:
+                # No new result this interval: the current state stands as one sample.
+                status = probe.status.value
+                if status in STATUS_VALUES:
+                    counts = [1.0, 1.0 if status != "DOWN" else 0.0]
+            if counts is not None:
+                results, ups = counts
+                out.append(stats_datum("ProbeUp", "None", pdims, now, results, ups,
+                                       0.0 if ups < results else 1.0, 1.0 if ups > 0 else 0.0))
+            lat = latency.get(name)
+            if lat is not None:
+                buckets, (lo, hi) = lat
+                out.append(distribution_datum("ProbeLatency", "Milliseconds", pdims, now, buckets, lo, hi))
         return out
 
 
-def health_listener(cfg: Config, publisher: MetricsPublisher) -> Callable[[Mapping[str, Any]], None]:
+def health_listener(cfg: Config, publisher: MetricsPublisher) -> SnapshotListener:
     """A snapshot listener that feeds ``publisher`` (register it with ``HealthService.add_snapshot_listener``)."""
     source = HealthMetricsSource(base_dimensions(cfg))
     publisher.add_source(source.collect)
     return source.on_snapshot
 
 
-def wire_health_metrics(cfg: Config, add_snapshot_listener: Callable[[Callable[[Mapping[str, Any]], None]], None],
+def wire_health_metrics(cfg: Config, add_snapshot_listener: Callable[[SnapshotListener], None],
                         metrics: SelfMetrics, publisher: MetricsPublisher | None = None) -> MetricsPublisher | None:
     """Send the health service's snapshots to CloudWatch; returns a publisher the caller must shut down.
 
@@ -214,8 +196,8 @@ def wire_health_metrics(cfg: Config, add_snapshot_listener: Callable[[Callable[[
     return owned
 
 
-def publish_health(details: Mapping[str, Any], publisher: MetricsPublisher, cfg: Config) -> None:
+def publish_health(snapshot: HealthSnapshot, publisher: MetricsPublisher, cfg: Config) -> None:
     """Queue the data of one snapshot now (one-shot use, e.g. after ``pulsetrace check``); flush to send."""
     source = HealthMetricsSource(base_dimensions(cfg))
-    source.on_snapshot(details)
+    source.on_snapshot(snapshot)
     publisher.offer(source.collect(time.time()))

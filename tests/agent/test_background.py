@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from pulsetrace.background import executor, is_suppressed, start_worker, suppressed
 from pulsetrace.exporters.base import ExportOutcome
 from pulsetrace.healthchecks.base import ProbeResult, Status
-from pulsetrace.healthchecks.service import HealthService, start_in_thread
+from pulsetrace.healthchecks.handle import start_in_thread
+from pulsetrace.healthchecks.service import HealthService
 from pulsetrace.metrics.cloudwatch_api import PutMetricDataSink
 from pulsetrace.metrics.publisher import MetricDatum, MetricsPublisher, value_datum
 from pulsetrace.selfmetrics import SelfMetrics

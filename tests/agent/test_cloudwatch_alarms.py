@@ -16,6 +16,7 @@ import yaml
 from pulsetrace.cli.main import main
 from pulsetrace.config.schema import Config
 from pulsetrace.healthchecks.score import health_score
+from pulsetrace.healthchecks.snapshot import snapshot_from_dict
 from pulsetrace.metrics.render import build_plan, cloudformation
 from pulsetrace.metrics.terraform import terraform
 from pulsetrace.validation import config_from_mapping
@@ -200,15 +201,18 @@ def test_three_dashboards_executive_and_dependencies_widgets() -> None:
 
 def test_health_score_weighs_critical_probes_and_sla_compliance() -> None:
     up = {"status": "UP", "critical": False}
-    assert health_score({"probes": {"a": up, "b": up}}) == 100
-    assert health_score({"probes": {}}) is None and health_score({"probes": {"a": {"status": "UNKNOWN"}}}) is None
+    assert health_score(snapshot_from_dict({"probes": {"a": up, "b": up}})) == 100
+    assert health_score(snapshot_from_dict({"probes": {}})) is None
+    assert health_score(snapshot_from_dict({"probes": {"a": {"status": "UNKNOWN"}}})) is None
     sla_ok = {"target": 99.9, "windows": {"30d": {"availability": 99.95, "budget_remaining": 0.5}}}
     down_critical = {"status": "DOWN", "critical": True, "sla": sla_ok}
-    assert health_score({"probes": {"db": down_critical, "a": up, "b": up}}) == 58.0  # (3 * 30 + 200) / 5
+    # (3 * 30 + 200) / 5
+    assert health_score(snapshot_from_dict({"probes": {"db": down_critical, "a": up, "b": up}})) == 58.0
     spent = {"target": 99.9, "windows": {"30d": {"availability": 99.0, "budget_remaining": -0.4}}}
-    assert health_score({"probes": {"a": {"status": "UP", "sla": spent}}}) == 70.0
+    assert health_score(snapshot_from_dict({"probes": {"a": {"status": "UP", "sla": spent}}})) == 70.0
     degraded = {"status": "DEGRADED", "critical": True}
-    assert health_score({"probes": {"db": degraded, "a": up, "b": up}}) == 76.0  # (3 * 60 + 200) / 5
+    # (3 * 60 + 200) / 5
+    assert health_score(snapshot_from_dict({"probes": {"db": degraded, "a": up, "b": up}})) == 76.0
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:

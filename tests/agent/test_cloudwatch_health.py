@@ -17,6 +17,7 @@ from pulsetrace.metrics.health_metrics import (
     publish_health,
     wire_health_metrics,
 )
+from pulsetrace.healthchecks.snapshot import HealthSnapshot, snapshot_from_dict
 from pulsetrace.metrics.publisher import build_publisher
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.validation import config_from_mapping
@@ -33,12 +34,12 @@ def sla_report(target: float, down_minutes: int, now: float) -> dict[str, Any]:
         at = start + i * 15
         down = at >= now - down_minutes * 60
         tracker.record(at, Status.DOWN if down else Status.UP, 0.004, 15.0)
-    report: dict[str, Any] = tracker.report(now)
+    report: dict[str, Any] = tracker.report(now).to_dict()
     return report
 
 
-def details(now: float, db_status: str = "DOWN", checked: float | None = None) -> dict[str, Any]:
-    return {
+def details(now: float, db_status: str = "DOWN", checked: float | None = None) -> HealthSnapshot:
+    return snapshot_from_dict({
         "status": "DOWN" if db_status == "DOWN" else "UP", "stale": False, "generated_at": now,
         "probes": {
             "db": {"status": db_status, "critical": True, "latency_ms": 2000.0, "last_checked": checked or now,
@@ -51,7 +52,7 @@ def details(now: float, db_status: str = "DOWN", checked: float | None = None) -
             "rfid": {"status": "UNKNOWN", "critical": False, "latency_ms": None, "last_checked": None,
                      "last_transition": None, "detail": "no result yet", "sla": None, "impact": None},
         },
-    }
+    })
 
 
 def pick(data: list[MetricDatum], name: str, **dims: str) -> MetricDatum:
@@ -91,7 +92,7 @@ def test_unknown_has_no_status_data_rather_than_a_made_up_number() -> None:
     source.on_snapshot(details(now))
     names = {d.name for d in source.collect(now) if dict(d.dimensions).get("Probe") == "rfid"}
     assert names == set()
-    source.on_snapshot({"status": "UNKNOWN", "probes": {}})
+    source.on_snapshot(snapshot_from_dict({"status": "UNKNOWN", "probes": {}}))
     assert [d for d in source.collect(now) if d.name == "HealthStatus"] == []
 
 
@@ -124,7 +125,7 @@ def test_nothing_from_a_probes_detail_text_reaches_the_metrics() -> None:
                                                                         "last_checked": 1, "sla": {"windows": 3}}}}])
 def test_the_listener_never_raises_on_a_malformed_snapshot(garbage: Any) -> None:
     source = HealthMetricsSource(DIMS)
-    source.on_snapshot(garbage)
+    source.on_snapshot(snapshot_from_dict(garbage))
     source.collect(time.time())
 
 

@@ -15,6 +15,7 @@ import yaml
 from pulsetrace.cli.main import main
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.datum import base_dimensions
+from pulsetrace.healthchecks.snapshot import snapshot_from_dict
 from pulsetrace.metrics.health_metrics import HealthMetricsSource
 from pulsetrace.metrics.render import Plan, build_plan, cloudformation, dashboard_body
 from pulsetrace.metrics.request_metrics import Recorder
@@ -101,11 +102,11 @@ def emitted_series(config: Config) -> set[tuple[str, frozenset[str]]]:
     health = HealthMetricsSource(base_dimensions(config))
     now = time.time()
     window = {"availability": 99.0, "budget_remaining": 0.5}
-    health.on_snapshot({"status": "UP", "probes": {p.name: {
+    health.on_snapshot(snapshot_from_dict({"status": "UP", "probes": {p.name: {
         "status": "UP", "latency_ms": 3.0, "last_checked": now,
         "sla": {"windows": {w: window for w in ("1h", "24h", "7d", "30d")},
                 "burn_rates": {"1h": 0.1, "6h": 0.1, "3d": 0.1}},
-        "impact": {"revenue_at_risk": 0.0, "users_affected": 0}} for p in config.health.probes}})
+        "impact": {"revenue_at_risk": 0.0, "users_affected": 0}} for p in config.health.probes}}))
     data += health.collect(now)
     return {(d.name, frozenset(n for n, _ in d.dimensions)) for d in data}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import select
 import socket
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pulsetrace.http_server import HealthServer, Request, Response, json_response
-from pulsetrace.healthchecks.service import HealthHandle, start_in_thread
+from pulsetrace.healthchecks.handle import HealthHandle, start_in_thread
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config
 
@@ -34,7 +35,7 @@ def started(token: str = "", **health: Any) -> HealthHandle:
                         token=token, **health)
     handle = start_in_thread(cfg)
     deadline = time.monotonic() + 5
-    while handle.snapshot()["probes"]["db"]["status"] == "UNKNOWN" and time.monotonic() < deadline:
+    while handle.snapshot().probes["db"].status.value == "UNKNOWN" and time.monotonic() < deadline:
         time.sleep(0.02)
     return handle
 
@@ -81,7 +82,8 @@ def get(port: int, path: str, headers: str = "", method: str = "GET", body: byte
 
 def test_health_answers_from_the_snapshot(server: HealthHandle) -> None:
     resp = get(server.port, "/health")
-    assert status_of(resp) == 200 and body_of(resp) == {"status": "DEGRADED", "stale": False}  # readers: none yet
+    # readers: no heartbeat yet is nothing to judge (UNKNOWN), and a non-critical UNKNOWN does not degrade
+    assert status_of(resp) == 200 and body_of(resp) == {"status": "UP", "stale": False}
     assert b"Content-Type: application/json" in resp and b"Cache-Control: no-store" in resp
     assert status_of(get(server.port, "/health/ready")) == 200
 
@@ -89,7 +91,7 @@ def test_health_answers_from_the_snapshot(server: HealthHandle) -> None:
 def test_head_has_headers_and_no_body(server: HealthHandle) -> None:
     resp = get(server.port, "/health", method="HEAD")
     head, _, rest = resp.partition(b"\r\n\r\n")
-    assert status_of(resp) == 200 and rest == b"" and b"Content-Length: 39" in head
+    assert status_of(resp) == 200 and rest == b"" and b"Content-Length: 33" in head  # {"status": "UP", ...}
 
 
 def test_unknown_path_404_and_wrong_method_405_with_allow(server: HealthHandle) -> None:
@@ -133,19 +135,24 @@ def test_http10_closes_after_the_answer(server: HealthHandle) -> None:
 
 
 @pytest.mark.parametrize(("request_bytes", "expected"), [
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
-    (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100)) + b"\r\n", 431),
-    (b"POST /rfid/heartbeat HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", 413),
-    (b"POST /rfid/heartbeat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
-    (b"GET /health HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    (b"GET /health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100)) + b"\r\n", 431),
+    (b"POST /rfid/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n", 413),
+    (b"POST /rfid/heartbeat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n20000\r\n"
+     + b"a" * 0x20000 + b"\r\n0\r\n\r\n", 413),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    # Digits only in ASCII (RFC 9110): a superscript two or a full-width digit passes str.isdigit, not HTTP.
+    ("POST /rfid/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\nab".encode(), 400),
+    ("POST /rfid/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: \uff12\r\n\r\nab".encode(), 400),
+    (b"GET /health HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
     (b"GARBAGE\r\n\r\n", 400),
-    (b"GET health HTTP/1.1\r\n\r\n", 400),
-    (b"GET /health HTTP/2.0\r\n\r\n", 505),
-    (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-    (b"GET /health HTTP/1.1\r\n folded: x\r\n\r\n", 400),
-    (b"G\x00T /health HTTP/1.1\r\n\r\n", 400),
+    (b"GET health HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400),  # a bare CR in a field value
+    (b"G\x00T /health HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ])
 def test_bad_requests_get_4xx_and_the_connection_closed(server: HealthHandle, request_bytes: bytes,
                                                         expected: int) -> None:
@@ -161,11 +168,11 @@ def test_heartbeats_feed_the_push_rfid_probe(server: HealthHandle) -> None:
     assert status_of(resp) == 200 and body_of(resp)["accepted"] == 2
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        readers = server.snapshot()["probes"]["readers"]
-        if readers["status"] == "UP":
+        readers = server.snapshot().probes["readers"]
+        if readers.status.value == "UP":
             break
         time.sleep(0.05)
-    assert readers["status"] == "UP" and readers["measurements"]["readers_total"] == 2
+    assert readers.status.value == "UP" and readers.measurements["readers_total"] == 2
 
 
 @pytest.mark.parametrize(("body", "expected"), [(b"not json", 400), (b'{"reader_id": ""}', 422),
@@ -182,6 +189,11 @@ def test_token_protects_details_and_heartbeats() -> None:
         assert status_of(resp) == 401 and b"WWW-Authenticate: Bearer" in resp
         assert b"h34lth-T0ken" not in resp
         assert status_of(get(handle.port, "/health/details", headers="Authorization: Bearer h34lth-T0ken\r\n")) == 200
+        # The auth scheme is case-insensitive (RFC 7235 2.1); the token is not.
+        assert status_of(get(handle.port, "/health/details", headers="Authorization: bearer h34lth-T0ken\r\n")) == 200
+        assert status_of(get(handle.port, "/health/details", headers="Authorization: BEARER h34lth-T0ken\r\n")) == 200
+        assert status_of(get(handle.port, "/health/details", headers="Authorization: Bearer H34LTH-t0KEN\r\n")) == 401
+        assert status_of(get(handle.port, "/health/details", headers="Authorization: Basic h34lth-T0ken\r\n")) == 401
         assert status_of(get(handle.port, "/rfid/heartbeat", method="POST", body=b'{"reader_id": "a"}')) == 401
         assert status_of(get(handle.port, "/health")) in (200, 503)  # /health never needs the token
     finally:
@@ -218,21 +230,25 @@ def test_slow_request_head_times_out_with_408() -> None:
     assert status_of(data) == 408
 
 
-def test_connections_beyond_the_limit_get_503() -> None:
-    async def main() -> bytes:
+def test_a_new_connection_past_the_limit_takes_the_slot_of_the_least_recently_active() -> None:
+    async def main() -> tuple[bytes, bytes, int]:
         server = HealthServer(lambda r: json_response(200, {}), "127.0.0.1", 0, max_connections=2)
         await server.start()
         try:
             held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
-            reader, _ = await asyncio.open_connection("127.0.0.1", server.port)
+            await asyncio.sleep(0.05)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             data = await asyncio.wait_for(reader.read(), 3)
+            oldest = await asyncio.wait_for(held[0][0].read(), 3)  # closed by the server: b""
             for _, w in held:
                 w.close()
-            return data
+            return data, oldest, server.evicted
         finally:
             await server.stop()
 
-    assert status_of(asyncio.run(main())) == 503
+    data, oldest, evicted = asyncio.run(main())
+    assert status_of(data) == 200 and oldest == b"" and evicted == 1
 
 
 def test_async_handlers_and_handler_errors_never_give_500() -> None:
@@ -254,7 +270,7 @@ def test_async_handlers_and_handler_errors_never_give_500() -> None:
             out = []
             for path in ("/a", "/boom", "/sync-boom"):
                 reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-                writer.write(f"GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 out.append(await asyncio.wait_for(reader.read(), 3))
                 writer.close()
             return out
@@ -284,7 +300,8 @@ def fuzz_port() -> Iterator[int]:
     pft.reset()
     handle = started()
     assert handle.service.server is not None
-    handle.service.server.header_timeout = 0.5  # inputs that leave a request unfinished end quickly
+    server = handle.service.server  # inputs that leave a request unfinished end quickly
+    server.limits = dataclasses.replace(server.limits, header_timeout=0.5)
     yield handle.port
     handle.stop(1.0)
 

@@ -15,7 +15,8 @@ import pytest
 
 from pulsetrace.alerts.service import AlertService
 from pulsetrace.healthchecks.base import ProbeResult, Status
-from pulsetrace.healthchecks.service import HealthHandle, HealthService, start_in_thread
+from pulsetrace.healthchecks.handle import HealthHandle, start_in_thread
+from pulsetrace.healthchecks.service import HealthService
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store import LocalStore
 from pulsetrace.validation import config_from_mapping

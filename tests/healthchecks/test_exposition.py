@@ -7,17 +7,18 @@ import sys
 
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.healthchecks.exposition import render
+from pulsetrace.healthchecks.snapshot import HealthSnapshot, snapshot_from_dict
 
 
-def details() -> dict[str, object]:
-    return {"status": "DEGRADED", "stale": False, "probes": {
+def details() -> HealthSnapshot:
+    return snapshot_from_dict({"status": "DEGRADED", "stale": False, "probes": {
         'we"ird\\name': {"status": "DOWN", "critical": False, "latency_ms": 1500.0, "last_checked": 1700000000.5,
                          "measurements": {"ping_ms": 2.5, "role": "master", "stale_readers": ["a"], "ok": True},
                          "sla": {"target": 99.9, "windows": {"1h": {"availability": 50.0, "budget_remaining": -499.0,
                                                                     "budget_remaining_s": -1796.4}},
                                  "burn_rates": {"1h": None, "6h": 500.0},
                                  "burn_alerts": {"1h": {"firing": False}, "6h": {"firing": True}}},
-                         "impact": {"revenue_at_risk": 12.5, "users_affected": 40}}}}
+                         "impact": {"revenue_at_risk": 12.5, "users_affected": 40}}}})
 
 
 def test_probe_metrics_with_escaped_labels_and_numeric_values_only() -> None:
@@ -38,16 +39,16 @@ def test_probe_metrics_with_escaped_labels_and_numeric_values_only() -> None:
 
 
 def test_availability_ratio_has_no_float_noise() -> None:
-    doc = details()
-    doc["probes"]['we"ird\\name']["sla"]["windows"]["1h"]["availability"] = 99.95  # type: ignore[index]
-    assert 'window="1h"} 0.9995\n' in render(doc)
+    doc = details().to_dict()
+    doc["probes"]['we"ird\\name']["sla"]["windows"]["1h"]["availability"] = 99.95
+    assert 'window="1h"} 0.9995\n' in render(snapshot_from_dict(doc))
 
 
 def test_agent_self_metrics_are_included_when_given() -> None:
     m = SelfMetrics()
     m.inc("spans_dropped", 3, reason="queue_full")
     m.set_gauge("queue.depth", 5)
-    text = render({"status": "UP", "stale": False, "probes": {}}, m)
+    text = render(snapshot_from_dict({"status": "UP", "stale": False, "probes": {}}), m)
     assert 'pulsetrace_agent_spans_dropped_total{reason="queue_full"} 3' in text
     assert "pulsetrace_agent_queue_depth 5" in text
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pulsetrace.healthchecks.base import Status
-from pulsetrace.healthchecks.heartbeats import HeartbeatBook
+from pulsetrace.healthchecks.heartbeats import MAX_PER_REQUEST, HeartbeatBook
 from pulsetrace.healthchecks.rfid import RfidProbe, _epoch
 from tests.healthchecks.support import probe_cfg, probe_context
 from tests.servers import PostgresServer, RedisServer
@@ -80,7 +80,7 @@ async def test_sql_source_reads_reader_rows(postgres_server: PostgresServer) -> 
 async def test_push_source_uses_heartbeats_with_a_controllable_clock() -> None:
     now = [1_700_000_000.0]
     probe, book = make({"push": "true"}, clock=lambda: now[0], max_age="30s")
-    assert (await probe.check()).status is Status.DOWN  # no reader known yet (min_readers 1)
+    assert (await probe.check()).status is Status.UNKNOWN  # no reader heard from yet: nothing to judge
     for r in ("a", "b", "c", "d"):
         book.beat(r)
     assert (await probe.check()).status is Status.UP
@@ -121,4 +121,50 @@ def test_heartbeat_book_is_bounded() -> None:
         t[0] += 1
         book.beat(r)
     assert sorted(book.last_seen()) == ["b", "c", "d"]  # the reader heard from longest ago went
-    assert book.accept([{"reader_id": "x"}] * 4) == (0, ["at most 3 heartbeats per request"])
+    assert book.accept([{"reader_id": "x"}] * (MAX_PER_REQUEST + 1)) == (
+        0, [f"at most {MAX_PER_REQUEST} heartbeats per request"])
+
+
+async def test_a_fleet_that_never_beat_is_unknown_then_down_once_the_grace_and_max_age_have_passed() -> None:
+    now = [1_700_000_000.0]
+    probe, book = make({"push": "true"}, clock=lambda: now[0], max_age="60s")
+    first = await probe.check()
+    assert first.status is Status.UNKNOWN and "no heartbeat from any reader yet" in first.detail
+    now[0] += 59
+    assert (await probe.check()).status is Status.UNKNOWN
+    now[0] += 2  # one max_age (longer than the grace here) without a single beat: the fleet is silent
+    late = await probe.check()
+    assert late.status is Status.DOWN and "no heartbeat from any reader" in late.detail
+
+
+async def test_a_fleet_that_was_heard_and_then_vanished_is_down_at_once() -> None:
+    now = [1_700_000_000.0]
+    probe, book = make({"push": "true"}, clock=lambda: now[0], max_age="60s", thresholds={"min_readers": 2})
+    book.beat("a")
+    assert (await probe.check()).status is Status.DOWN  # heard from, but fewer than min_readers: a verdict
+
+
+def test_heartbeat_eviction_over_a_large_fleet_is_logarithmic_and_memory_stays_bounded() -> None:
+    t = [0.0]
+    book = HeartbeatBook(clock=lambda: t[0], max_readers=10_000)
+    for i in range(10_000):
+        t[0] += 0.001
+        book.beat(f"r{i}")
+    for round_ in range(3):  # every reader beats again, then 10,000 new ones push the oldest out
+        for i in range(10_000):
+            t[0] += 0.001
+            book.beat(f"r{i}")
+    for i in range(5_000):
+        t[0] += 0.001
+        book.beat(f"new{i}")
+    seen = book.last_seen()
+    assert len(seen) == 10_000 and book.evicted == 5_000
+    assert all(f"new{i}" in seen for i in range(5_000)) and "r0" not in seen and "r9999" in seen
+    assert len(book._heap) <= 2 * len(seen) + 64  # noqa: SLF001 - superseded entries are compacted away
+
+
+def test_a_late_heartbeat_older_than_the_last_one_changes_nothing() -> None:
+    book = HeartbeatBook(clock=lambda: 1000.0)
+    book.beat("a", 900.0)
+    book.beat("a", 800.0)
+    assert book.last_seen() == {"a": 900.0}

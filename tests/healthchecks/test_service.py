@@ -14,7 +14,9 @@ import pytest
 
 from pulsetrace.store import LocalStore
 from pulsetrace.healthchecks.base import ProbeResult, Status
-from pulsetrace.healthchecks.service import HealthService, start_in_thread
+from pulsetrace.healthchecks.handle import start_in_thread
+from pulsetrace.healthchecks.service import HealthService
+from pulsetrace.healthchecks.snapshot import HealthSnapshot
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config
 
@@ -142,9 +144,9 @@ def test_revenue_at_risk_accumulates_while_down_weighted_while_degraded() -> Non
 def test_snapshot_listeners_are_called_and_their_errors_counted() -> None:
     service = HealthService(health_config([switch("db")]), persist=False)
     seen: list[str] = []
-    service.add_snapshot_listener(lambda d: seen.append(d["probes"]["db"]["status"]))
+    service.add_snapshot_listener(lambda d: seen.append(d.probes["db"].status.value))
 
-    def broken(_d: dict[str, Any]) -> None:
+    def broken(_d: HealthSnapshot) -> None:
         raise RuntimeError("listener bug")
 
     service.add_snapshot_listener(broken)
@@ -200,21 +202,21 @@ def test_start_in_thread_serves_snapshots_and_stops(tmp_path: Path) -> None:
     try:
         assert handle.port > 0 and handle.thread.name == "pulsetrace-health"
         for _ in range(50):
-            if handle.snapshot()["status"] == "UP":
+            if handle.snapshot().status.value == "UP":
                 break
             import time
 
             time.sleep(0.05)
-        assert handle.snapshot()["probes"]["db"]["status"] == "UP"
+        assert handle.snapshot().probes["db"].status.value == "UP"
         assert fetch(handle.port, "/health/live")[0] == 200
         alive[0] = False
         assert fetch(handle.port, "/health/live")[0] == 503
-        got: list[dict[str, Any]] = []
+        got: list[HealthSnapshot] = []
         handle.add_snapshot_listener(got.append)
         import time
 
         time.sleep(0.5)
-        assert got and got[-1]["probes"]["db"]["status"] == "UP"
+        assert got and got[-1].probes["db"].status is Status.UP
     finally:
         handle.stop(1.0)
     assert not handle.thread.is_alive()
@@ -233,6 +235,6 @@ def test_a_probe_that_cannot_be_built_reports_down_with_the_reason() -> None:
     cfg = health_config([{"name": "q", "type": "custom", "target": "no_such_pkg.mod:Probe", "interval": "1s",
                           "timeout": "0.5s"}])
     service = HealthService(cfg, persist=False)
-    details = asyncio.run(service.run_round())
-    assert details["probes"]["q"]["status"] == "DOWN"
-    assert "cannot import no_such_pkg.mod" in details["probes"]["q"]["detail"]
+    snapshot = asyncio.run(service.run_round())
+    assert snapshot.probes["q"].status is Status.DOWN
+    assert "cannot import no_such_pkg.mod" in snapshot.probes["q"].detail

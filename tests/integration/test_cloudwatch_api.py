@@ -27,6 +27,7 @@ from botocore.config import Config as BotoConfig
 from pulsetrace.config.schema import Config
 from pulsetrace.metrics.cloudwatch_api import MAX_DATA_PER_CALL, MAX_PAYLOAD_BYTES, PutMetricDataSink
 from pulsetrace.metrics.datum import MetricDatum, value_datum
+from pulsetrace.healthchecks.snapshot import snapshot_from_dict
 from pulsetrace.metrics.health_metrics import publish_health
 from pulsetrace.metrics.publisher import MetricsPublisher
 from pulsetrace.metrics.request_metrics import build_recorder
@@ -83,9 +84,10 @@ def test_known_traffic_gives_the_expected_sums_and_averages(aws_env: dict[str, s
     for _ in range(12):
         rec.record("payment.create", "critical", 40.0, error=False, fault=True)
     now = time.time()
-    publish_health({"status": "UP", "probes": {"db": {"status": "UP", "latency_ms": 3.5, "last_checked": now,
-                                                      "sla": {"windows": {"30d": {"availability": 99.95,
-                                                                                  "budget_remaining": 0.5}}}}}},
+    publish_health(snapshot_from_dict(
+        {"status": "UP", "probes": {"db": {"status": "UP", "latency_ms": 3.5, "last_checked": now,
+                                           "sla": {"windows": {"30d": {"availability": 99.95,
+                                                                       "budget_remaining": 0.5}}}}}}),
                    rec.publisher, cfg)
     assert rec.flush(10.0), metrics.counters()
     op = base(Operation="POST /payments")

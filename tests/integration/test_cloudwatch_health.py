@@ -14,7 +14,7 @@ from typing import Any
 from pulsetrace.validation import config_from_mapping
 from pulsetrace.metrics.health_metrics import wire_health_metrics
 from pulsetrace.selfmetrics import SelfMetrics
-from pulsetrace.healthchecks.service import start_in_thread
+from pulsetrace.healthchecks.handle import start_in_thread
 from tests.agent.test_emf_spec import validate_emf
 from tests.servers import RedisServer, free_port
 
@@ -42,7 +42,7 @@ def test_probe_results_become_valid_health_metrics_and_follow_an_outage(tmp_path
         seen: set[object] = set()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(seen) < 3:
-            seen.add(handle.snapshot()["probes"]["cache"].get("last_checked"))
+            seen.add(handle.snapshot().probes["cache"].last_checked)
             time.sleep(0.05)
         time.sleep(0.1)
         assert publisher.flush(2.0)
@@ -60,7 +60,7 @@ def test_probe_results_become_valid_health_metrics_and_follow_an_outage(tmp_path
 
         redis_own.freeze()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and handle.snapshot()["probes"]["cache"]["status"] != "DOWN":
+        while time.monotonic() < deadline and handle.snapshot().probes["cache"].status.value != "DOWN":
             time.sleep(0.1)
         time.sleep(0.8)
         emf.write_text("")

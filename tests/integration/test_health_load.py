@@ -12,7 +12,7 @@ import time
 
 from pulsetrace.http_server import HealthServer, Request, Response, json_response
 from pulsetrace.healthchecks.postgres_probe import PostgresProbe
-from pulsetrace.healthchecks.service import start_in_thread
+from pulsetrace.healthchecks.handle import start_in_thread
 from tests.healthchecks.support import hammer, health_config, probe_cfg, probe_context
 from tests.servers import PostgresServer
 
@@ -45,7 +45,7 @@ def test_health_load_adds_no_queries_beyond_the_probe_cadence(postgres_own: Post
                                              "interval": "1s", "timeout": "0.8s", "critical": True}]))
     try:
         deadline = time.monotonic() + 10
-        while handle.snapshot()["probes"]["db"]["status"] != "UP" and time.monotonic() < deadline:
+        while handle.snapshot().probes["db"].status.value != "UP" and time.monotonic() < deadline:
             time.sleep(0.05)
         runner = handle.service.probes["db"].runner
         before, checks_before = settled_commits(postgres_own), runner.checks

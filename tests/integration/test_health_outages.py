@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pulsetrace.healthchecks.service import HealthHandle, start_in_thread
+from pulsetrace.healthchecks.handle import HealthHandle, start_in_thread
 from tests.healthchecks.support import Answer, Blackhole, Gateway, health_config, make_cert
 from tests.servers import PostgresServer, RedisServer
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pulsetrace.healthchecks.service import start_in_thread
+from pulsetrace.healthchecks.handle import start_in_thread
 from tests.healthchecks.support import Answer, Gateway, health_config
 from tests.servers import PG_PASSWORD, PostgresServer, free_port, wait_port
 
@@ -91,7 +91,7 @@ def test_no_secret_in_endpoints_metrics_or_logs(postgres_server: PostgresServer,
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             d = handle.snapshot()
-            if all(p["last_checked"] for p in d["probes"].values()) and d["probes"]["db_down"]["status"] == "DOWN":
+            if all(p.last_checked for p in d.probes.values()) and d.probes["db_down"].status.value == "DOWN":
                 break
             time.sleep(0.05)
         details = fetch(handle.port, "/health/details", HEALTH_TOKEN)
@@ -104,7 +104,7 @@ def test_no_secret_in_endpoints_metrics_or_logs(postgres_server: PostgresServer,
             ("/health", ""), ("/health/live", ""), ("/health/ready", ""), ("/metrics", ""), ("/nope", ""),
             ("/health/details", ""), ("/health/details", "wrong"))}
         bodies["/health/details (token)"] = details
-        bodies["snapshot"] = json.dumps(handle.snapshot())
+        bodies["snapshot"] = json.dumps(handle.snapshot().to_dict())
     finally:
         handle.stop(1.0)
     for where, text in bodies.items():
