@@ -25,6 +25,8 @@ from pulsetrace.validation import load_config
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from pulsetrace.healthchecks.snapshot import HealthSnapshot
+
     from pulsetrace.metrics.business import BusinessMetrics
     from pulsetrace.metrics.live import LiveTotalsWriter
     from pulsetrace.metrics.request_metrics import Recorder
@@ -283,7 +285,8 @@ def check(config_path: str | None = None, *, config: Config | None = None) -> di
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(probe_round(cfg)).to_dict()
+        details: dict[str, Any] = asyncio.run(probe_round(cfg)).to_dict()
+        return details
     # Called from a coroutine: the round gets a loop of its own on another thread.
     result: list[dict[str, Any]] = []
     worker = threading.Thread(target=lambda: result.append(asyncio.run(probe_round(cfg)).to_dict()),

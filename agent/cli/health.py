@@ -124,7 +124,8 @@ def check(args: argparse.Namespace) -> int:
 async def _one_round(cfg: Config) -> HealthSnapshot:
     from pulsetrace.runtime import probe_round
 
-    return await probe_round(cfg)
+    snapshot: HealthSnapshot = await probe_round(cfg)
+    return snapshot
 
 
 def _cell(text: str, width: int) -> str:

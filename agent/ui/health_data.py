@@ -154,8 +154,9 @@ def _probe(conn: sqlite3.Connection, name: str, pc: ProbeConfig | None, cfg: Con
     p.transitions = [{"at": at, "from": _status(frm), "to": _status(to), "reason": reason}
                      for at, frm, to, reason in trans if at >= start]
     p.minutes = [(r.minute * 60.0, _worst(r)) for r in rows if r.minute * 60.0 + 60 > start]
-    p.windows = {w: tracker.window(now, s) for w, s in WINDOWS.items()}
-    p.burn_rates, p.burn_alerts = tracker.burn(now)
+    p.windows = {w: tracker.window(now, s).to_dict() for w, s in WINDOWS.items()}
+    p.burn_rates, alerts = tracker.burn(now)
+    p.burn_alerts = {w: a.to_dict() for w, a in alerts.items()}
     p.latency_ms = tracker.latency(now, 3600)
     span = now - start
     for pair, long_s, short_s, _factor in BURN_WINDOWS:

@@ -213,9 +213,10 @@ def test_start_in_thread_runs_probes_and_io_suppressed() -> None:
         io = asyncio.run_coroutine_threadsafe(_io_observed(handle.service), handle.loop).result(10)
     finally:
         handle.stop(2.0)
-    assert SEEN["async-thread"] == ("pulsetrace-health", False, False)
+    # The probes run on their own loop, apart from the HTTP server's (pulsetrace-health).
+    assert SEEN["async-thread"] == ("pulsetrace-probes", False, False)
     name, enabled, http = SEEN["sync-thread"]
-    assert name.startswith("asyncio") and (enabled, http) == (False, False)
+    assert name.startswith("pulsetrace-probes-io") and (enabled, http) == (False, False)
     assert io[0].startswith("pulsetrace-health-io") and io[1:] == (False, False)
 
 
