@@ -7,15 +7,18 @@ h11 leaves to its user is ours, and it is the part that matters under attack:
 
 - **Connections**: at most ``max_connections`` open, ``max_per_client`` per client address.
   A new connection past either cap takes the slot of the least recently active connection
-  (of that client first), so an attacker holding idle or half-sent connections can never
-  lock out the ALB, whose check is the newest connection; only when nothing can give way
-  (past ``max_connections + reserve``) is a connection answered 503 and closed.
+  that is doing nothing (of that client first): never one being answered, nor one whose
+  request already waits in its socket (the kernel's FIONREAD count), and a connection younger
+  than half a second only when no older one can go. So an attacker holding idle or half-sent
+  connections can never lock out the ALB, whose check arrives with its request; only when
+  nothing can give way and ``reserve`` more are open too is a connection answered 503.
 - **Time**: a request head and body must arrive within ``header_timeout`` of their first byte
   (not reset by each byte: no slowloris), a keep-alive connection idle for ``idle_timeout``
   is closed, and so is one whose client stops reading our answers for ``idle_timeout``.
 - **One request in flight per connection**: the next pipelined request is not even read
-  until the previous answer is written, and answers wait while the transport says its
-  buffer is full (``pause_writing``): memory per connection stays bounded.
+  until the previous answer has been taken by the kernel (the transport's write buffer limit
+  is 0, so ``pause_writing`` comes as soon as anything is left unsent): a client that does
+  not read costs one answer in memory, and no more work.
 - **Priority**: requests for the ``priority`` paths (``/health``, ``/health/live``) are
   answered the moment they are parsed; every other request goes through a queue drained a
   few milliseconds per loop turn, so a flood of ``/metrics`` or heartbeats delays the ALB's
@@ -32,14 +35,17 @@ knows about probes.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import dataclasses
+import fcntl
 import http
 import ipaddress
 import json
 import logging
 import socket
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,7 +66,11 @@ MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 5.0
 IDLE_TIMEOUT = 30.0
 #: Time spent draining the non-priority queue per loop turn before I/O (and /health) gets a turn.
-SLICE_S = 0.004
+SLICE_S = 0.001
+#: A connection this young is evicted only when no older idle one can go: it has barely had time to speak.
+FRESH_S = 0.5
+#: Connections looked at, least recently active first, to find one to evict.
+_EVICTION_SCAN = 512
 _SERVER_HEADER = (b"Cache-Control", b"no-store")
 
 
@@ -183,6 +193,7 @@ class _Conn(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body = bytearray()
         self.next_scheduled = False
+        self.connected_at = server.now()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,6 +204,9 @@ class _Conn(asyncio.Protocol):
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if not self.server._admit(self):
             return
+        # Paused as soon as anything is left unsent: the next request is read only once the kernel
+        # took the whole previous answer, so a client that does not read costs one answer, no more.
+        transport.set_write_buffer_limits(high=0, low=0)
         self._arm("idle", self.server.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -235,6 +249,18 @@ class _Conn(asyncio.Protocol):
         else:
             self.transport.abort() if self.deadline_kind == "write" else self.transport.close()
 
+    def pending_input(self) -> bool:
+        """Whether bytes sent by the client wait in the kernel, not yet read (FIONREAD: nothing consumed)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            buf = array.array("i", [0])
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
+            return buf[0] > 0
+        except (OSError, ValueError):
+            return False
+
     def evict(self) -> None:
         self.server.evicted += 1
         if self.transport is not None:
@@ -270,10 +296,11 @@ class _Conn(asyncio.Protocol):
         return True if self.busy else None
 
     def _schedule_next(self) -> None:
-        # The next pipelined request on a later loop turn: one connection never holds the loop.
+        # The next pipelined request is read within the server's time slices, behind the requests
+        # already waiting: one connection never holds the loop, and /health never waits for it.
         if not self.next_scheduled and self.transport is not None:
             self.next_scheduled = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            self.server._enqueue(self, None)
 
     def _next_turn(self) -> None:
         self.next_scheduled = False
@@ -477,7 +504,7 @@ class HealthServer:
         self.connections: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
         self.by_peer: dict[str, collections.OrderedDict[_Conn, None]] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
-        self._queue: collections.deque[tuple[_Conn, Request]] = collections.deque()
+        self._queue: collections.deque[tuple[_Conn, Request | None]] = collections.deque()
         self._draining = False
         self.requests = 0
         self.rejected = 0
@@ -495,13 +522,13 @@ class HealthServer:
     # -- connections -------------------------------------------------------------------------
 
     def _admit(self, conn: _Conn) -> bool:
-        """Take ``conn`` in, making room by evicting the least recently active; False if it was refused."""
+        """Take ``conn`` in, making room by evicting an idle connection; False if it was refused."""
         limits = self.limits
         mine = self.by_peer.setdefault(conn.peer, collections.OrderedDict())
         if len(mine) >= limits.max_per_client:
-            self._evict(next(iter(mine)))
-        if len(self.connections) >= limits.max_connections and self.connections:
-            self._evict(next(iter(self.connections)))
+            self._make_room(mine)
+        if len(self.connections) >= limits.max_connections:
+            self._make_room(self.connections)
         if len(self.connections) >= limits.max_connections + limits.reserve:
             self.rejected += 1
             conn.reserved = True
@@ -514,6 +541,31 @@ class HealthServer:
         self.connections[conn] = None
         mine[conn] = None
         return True
+
+    def _make_room(self, pool: collections.OrderedDict[_Conn, None]) -> None:
+        """Evict one connection of ``pool`` that is doing nothing, if there is one.
+
+        Least recently active first, but never one with a request waiting in its socket (a
+        health check that has just arrived) nor one being answered; a connection younger than
+        :data:`FRESH_S` only when no older one can go. Past the cap with nothing to evict, the
+        new connection is taken into the reserve (see :meth:`_admit`).
+        """
+        now = self.now()
+        fallback: _Conn | None = None
+        for i, conn in enumerate(pool):
+            if i >= _EVICTION_SCAN:
+                break
+            if conn.busy and not conn.write_paused:
+                continue
+            if not conn.write_paused and conn.pending_input():
+                continue
+            if now - conn.connected_at >= FRESH_S or conn.write_paused:
+                self._evict(conn)
+                return
+            if fallback is None:
+                fallback = conn
+        if fallback is not None:
+            self._evict(fallback)
 
     def _evict(self, victim: _Conn) -> None:
         victim.evict()
@@ -536,7 +588,8 @@ class HealthServer:
 
     # -- the non-priority queue --------------------------------------------------------------
 
-    def _enqueue(self, conn: _Conn, request: Request) -> None:
+    def _enqueue(self, conn: _Conn, request: Request | None) -> None:
+        """Queue ``request`` to be answered, or (``None``) the connection to be read again."""
         self._queue.append((conn, request))
         if not self._draining and self._loop is not None:
             self._draining = True
@@ -548,7 +601,11 @@ class HealthServer:
         queue = self._queue
         while queue and time.perf_counter() - started < SLICE_S:
             conn, request = queue.popleft()
-            if conn.transport is not None and not conn.transport.is_closing():
+            if conn.transport is None or conn.transport.is_closing():
+                continue
+            if request is None:
+                conn._next_turn()
+            else:
                 conn._answer(request)
         if queue and self._loop is not None:
             self._loop.call_soon(self._drain)

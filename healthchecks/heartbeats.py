@@ -36,18 +36,23 @@ class HeartbeatBook:
         self.evicted = 0
 
     def beat(self, reader_id: str, ts: float | None = None) -> None:
+        self.beat_many([(reader_id, ts)])
+
+    def beat_many(self, beats: list[tuple[str, float | None]]) -> None:
+        """Record several beats under one hold of the lock (O(log n) each)."""
         now = self.clock()
-        when = now if ts is None else min(ts, now)
         with self._lock:
-            seen = self._seen
-            previous = seen.get(reader_id)
-            if previous is not None and when < previous:
-                return  # an older beat arriving late changes nothing
-            if previous is None and len(seen) >= self.max_readers:
-                self._evict_one()
-            seen[reader_id] = when
-            heapq.heappush(self._heap, (when, reader_id))
-            if len(self._heap) > 2 * len(seen) + 64:
+            seen, heap = self._seen, self._heap
+            for reader_id, ts in beats:
+                when = now if ts is None else min(ts, now)
+                previous = seen.get(reader_id)
+                if previous is not None and when < previous:
+                    continue  # an older beat arriving late changes nothing
+                if previous is None and len(seen) >= self.max_readers:
+                    self._evict_one()
+                seen[reader_id] = when
+                heapq.heappush(heap, (when, reader_id))
+            if len(heap) > 2 * len(seen) + 64:
                 self._heap = [(t, r) for r, t in seen.items()]
                 heapq.heapify(self._heap)
 
@@ -65,8 +70,8 @@ class HeartbeatBook:
         items = payload if isinstance(payload, list) else [payload]
         if len(items) > MAX_PER_REQUEST:
             return 0, [f"at most {MAX_PER_REQUEST} heartbeats per request"]
-        accepted = 0
         problems: list[str] = []
+        beats: list[tuple[str, float | None]] = []
         for i, item in enumerate(items):
             problem = _problem(item)
             if problem:
@@ -74,9 +79,9 @@ class HeartbeatBook:
                 continue
             assert isinstance(item, Mapping)
             ts = item.get("ts")
-            self.beat(str(item["reader_id"]), None if ts is None else float(ts))
-            accepted += 1
-        return accepted, problems
+            beats.append((str(item["reader_id"]), None if ts is None else float(ts)))
+        self.beat_many(beats)
+        return len(beats), problems
 
     def last_seen(self) -> dict[str, float]:
         with self._lock:

@@ -55,6 +55,7 @@ from pulsetrace.healthchecks.status import ProbeView, overall
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config, ProbeConfig
     from pulsetrace.http_server import HealthServer
+    from pulsetrace.healthchecks.routes import Routes
     from pulsetrace.selfmetrics import SelfMetrics
     from pulsetrace.store import LocalStore
     from pulsetrace.healthchecks.history import HealthHistory
@@ -146,6 +147,7 @@ class HealthService:
         self._stop: asyncio.Event | None = None  # created on the probe loop
         self._tasks: list[asyncio.Task[None]] = []
         self.server: HealthServer | None = None
+        self._routes: Routes | None = None
         self.listener_errors = 0
         self._last_prune = 0.0
         self.board = SnapshotBoard(self._build_snapshot(), self.stale_after, has_probes=bool(self.probes),
@@ -294,7 +296,7 @@ class HealthService:
 
                 hc = self.cfg.health
                 host, port = split_listen(hc.listen)
-                routes = Routes(self)
+                routes = self._routes = Routes(self)
                 self.server = HealthServer(routes.handle, host, port, limits=ServerLimits.from_config(hc),
                                            priority=routes.priority, metrics=self.metrics)
                 await self.server.start()
@@ -395,6 +397,8 @@ class HealthService:
         with suppressed():  # closing the probes' connections is probe traffic too
             if self.server is not None:
                 await self.server.stop(timeout=min(timeout, 1.0))
+            if self._routes is not None:
+                self._routes.close()
             probe_loop, self._probe_loop = self._probe_loop, None
             if probe_loop is not None:
                 try:
