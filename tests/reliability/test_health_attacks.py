@@ -39,6 +39,7 @@ import yaml
 
 from tests.healthchecks.support import Gateway
 from tests.integration.service_runner import ROOT, wait_for
+from tests.reliability.apps.health_checker import check
 from tests.reliability.support import rss_mb
 
 ATTACKER = Path(__file__).resolve().parent / "apps" / "health_attacker.py"
@@ -65,28 +66,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def check(port: int, path: str, timeout: float = 5.0) -> tuple[int, float]:
-    """One ALB-style check on a fresh connection: (status, seconds); status 0 when it failed."""
-    started = time.perf_counter()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ELB-HealthChecker/2.0\r\n"
-                      f"Connection: close\r\n\r\n".encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return 0, time.perf_counter() - started
-    took = time.perf_counter() - started
-    try:
-        return int(data.split(b" ", 2)[1]), took
-    except (IndexError, ValueError):
-        return 0, took
 
 
 def details(port: int) -> dict[str, Any]:
@@ -126,10 +105,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
                                 stdout=subprocess.DEVNULL, stderr=err,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     side = Sidecar(port, proc, stderr, gateway)
-    try:
-        os.setpriority(os.PRIO_PROCESS, proc.pid, -10)
-    except OSError:
-        pass
+    _priority(proc.pid, -10)
     try:
         assert wait_for(lambda: check(port, "/health")[0] == 200, timeout=30), side.stderr_text()[-2000:]
         yield side
@@ -142,9 +118,9 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
         gateway.close()
 
 
-def _priority(delta: int) -> None:
+def _priority(pid: int, value: int) -> None:
     try:
-        os.nice(delta)
+        os.setpriority(os.PRIO_PROCESS, pid, value)
     except OSError:  # not allowed to raise priority here (not root): run as we are
         pass
 
@@ -155,9 +131,11 @@ def run_attack(side: Sidecar, mode: str, connections: int) -> dict[str, Any]:
     stderr_before = side.stderr_text()
     pay_before = details(side.port)["probes"]["pay"]
     attacker = subprocess.Popen([sys.executable, str(ATTACKER), mode, str(side.port), str(ATTACK_S), str(connections)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: _priority(10))
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _priority(attacker.pid, 10)
     checker = subprocess.Popen([sys.executable, str(CHECKER), str(side.port), str(ATTACK_S), str(MIN_SAMPLES)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: _priority(-10))
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _priority(checker.pid, -10)
     peak = before
     deadline = time.monotonic() + ATTACK_S + 90
     while checker.poll() is None and time.monotonic() < deadline:

@@ -53,7 +53,7 @@ class Stats:
 async def _open(port: int, stats: Stats) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     try:
         pair = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), 5)
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, TimeoutError):
         stats.errors += 1
         await asyncio.sleep(0.1)
         return None
@@ -70,7 +70,7 @@ async def hold(port: int, until: float, stats: Stats) -> None:
         try:
             await asyncio.wait_for(reader.read(1), max(0.01, until - time.monotonic()))
             stats.closed_by_server += 1  # EOF or an answer: the server let go of it; dial again soon
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             pass
         writer.close()
         await asyncio.sleep(min(1.0, max(0.0, until - time.monotonic())))
@@ -97,6 +97,14 @@ async def slowloris(port: int, until: float, stats: Stats) -> None:
         await asyncio.sleep(min(1.0, max(0.0, until - time.monotonic())))  # then dial again
 
 
+async def _read_answers(reader: asyncio.StreamReader, stats: Stats) -> None:
+    while not reader.at_eof():
+        chunk = await reader.read(1 << 16)
+        if not chunk:
+            break
+        stats.responses += chunk.count(b"HTTP/1.1 200")
+
+
 async def pipeline(port: int, until: float, stats: Stats, read: bool) -> None:
     while time.monotonic() < until:
         pair = await _open(port, stats)
@@ -104,21 +112,14 @@ async def pipeline(port: int, until: float, stats: Stats, read: bool) -> None:
             continue
         reader, writer = pair
 
-        async def drain_answers() -> None:
-            while not reader.at_eof():
-                chunk = await reader.read(1 << 16)
-                if not chunk:
-                    break
-                stats.responses += chunk.count(b"HTTP/1.1 200")
-
-        drainer = asyncio.ensure_future(drain_answers()) if read else None
+        drainer = asyncio.ensure_future(_read_answers(reader, stats)) if read else None
         try:
             while time.monotonic() < until:
                 writer.write(PIPELINE_BATCH)
                 stats.requests += 500
                 # Without reading, the socket buffers fill and drain() waits: bounded by the deadline.
                 await asyncio.wait_for(writer.drain(), max(0.01, until - time.monotonic()))
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         if drainer is not None:
             drainer.cancel()
@@ -139,7 +140,7 @@ async def malformed(port: int, until: float, stats: Stats, worker: int) -> None:
             answer = await asyncio.wait_for(reader.read(4096), 5)
             if answer.startswith(b"HTTP/1.1 4") or answer.startswith(b"HTTP/1.1 5"):
                 stats.responses += 1
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             stats.errors += 1
         writer.transport.abort()
 
@@ -170,7 +171,7 @@ async def heartbeats(port: int, until: float, stats: Stats, worker: int) -> None
                 await reader.readexactly(length)
                 if head.startswith(b"HTTP/1.1 200"):
                     stats.responses += 1
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError):
             stats.errors += 1
         writer.transport.abort()
 
