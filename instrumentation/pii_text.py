@@ -203,8 +203,10 @@ class TextScrubber:
             text = _AUTH_SCHEME.sub(r"\1 " + REDACTED, text)
         if "eyJ" in text:
             text = _JWT.sub(REDACTED, text)
-        text = _AWS_KEY_ID.sub(REDACTED, text)
-        text = _AWS_SECRET.sub(REDACTED, text)
+        if len(text) >= 20:  # shorter text cannot hold an AWS key id (20) or secret key (40)
+            text = _AWS_KEY_ID.sub(REDACTED, text)
+            if len(text) >= 40:
+                text = _AWS_SECRET.sub(REDACTED, text)
         if "=" in text or ":" in text:
             text = self._pairs.sub(_pair, text)
         if at:
