@@ -1,7 +1,7 @@
 """Keeps the local store within ``store.retention`` and ``store.max_mb``, off the export thread.
 
 :class:`StoreMaintainer` runs on its own background worker (instrumentation suppressed): at
-start-up it checks the database (a corrupt one is moved aside and recreated), converts an
+start-up it checks the database (up to 64 MB; a corrupt one is moved aside and recreated), converts an
 older store to incremental vacuum once, and prunes; afterwards it prunes whenever the store's
 writer says a prune is due (every ``prune_every_rows`` rows or ``prune_every_s`` seconds, it
 only wakes this thread) and at least every ``interval_s``. Each prune deletes the oldest spans
@@ -23,7 +23,11 @@ from pulsetrace.background import start_worker
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store.db import LocalStore
 
-__all__ = ["StoreMaintainer"]
+__all__ = ["QUICK_CHECK_MAX_BYTES", "StoreMaintainer"]
+
+#: The start-up integrity check reads every page: done for stores up to this size (every worker of a
+#: service starts one); a larger corrupt store is found by the first write or prune that meets the damage.
+QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024
 
 _log = logging.getLogger("pulsetrace.store")
 
@@ -84,7 +88,7 @@ class StoreMaintainer:
 
     def _startup(self) -> None:
         try:
-            problem = self.store.check_integrity()
+            problem = self.store.check_integrity() if self.store.file_bytes() <= QUICK_CHECK_MAX_BYTES else "ok"
             if problem != "ok":
                 # quick_check reads every page: a corruption a write has not met yet is found here.
                 self.store.recover_if_corrupt(sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
