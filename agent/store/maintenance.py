@@ -76,12 +76,14 @@ class StoreMaintainer:
 
     def _run(self) -> None:
         self._startup()
+        self.store.close()
         while not self._stop.is_set():
             self._idle.set()
             self._wake.wait(self.interval_s)
             self._wake.clear()
             self._idle.clear()
             self._pass()
+            self.store.close()  # between passes the worker holds no file open
         self._pass()  # the last one, at shutdown
         self.store.close()
         self._idle.set()
