@@ -115,9 +115,10 @@ def test_an_exception_turned_into_a_500_is_recorded_once(app: tuple[str, Running
     assert [e["attributes"]["exception.type"] for e in events] == ["RuntimeError"], root.events
 
 
-#: A server's own shutdown with this app and no agent at all, measured here: gunicorn's gthread workers
-#: take about 1.9 s to exit after SIGTERM (their poll loop, then the thread pool). The agent's bar is on top.
-OWN_SHUTDOWN_S = {"gunicorn-gthread": 2.0}
+#: A server's own shutdown with this app and no agent at all, measured here: gunicorn with gthread workers
+#: takes 1.9 to 3.7 s after SIGTERM (its workers, agent or not, are gone within a millisecond; the master
+#: takes the rest). The agent's bar is on top.
+OWN_SHUTDOWN_S = {"gunicorn-gthread": 2.5}
 
 
 def test_zz_the_server_exits_cleanly_soon_after_sigterm(app: tuple[str, RunningApp]) -> None:
