@@ -84,6 +84,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresS
 SERVERS = {
     "uvicorn-workers": lambda port: [str(BIN / "uvicorn"), "shopapi:app", "--workers", "2", "--host", "127.0.0.1",
                                      "--port", str(port), "--log-level", "warning"],
+    "gunicorn-uvicorn-preload": lambda port: [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
+                                              "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "shopapi:app"],
     "hypercorn": lambda port: [str(BIN / "hypercorn"), "shopapi:app", "--bind", f"127.0.0.1:{port}"],
     "granian": lambda port: [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "2", "shopapi:app"],
