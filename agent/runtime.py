@@ -211,6 +211,10 @@ def start(config_path: str | None = None, *, config: Config | None = None, role:
             agent.live_writer.start()
         hooks.install(agent.recorder, agent.business_metrics, add_response_header=cfg.tracing.response_header)
         _AGENT = agent
+        if instrument:
+            from pulsetrace.announce import announce_app
+
+            announce_app(cfg)
         if not _ATEXIT_REGISTERED:
             atexit.register(_atexit_shutdown)
             _ATEXIT_REGISTERED = True

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
     from pulsetrace.config.schema import Config
 
-__all__ = ["activate", "active", "deactivate", "enabled_names", "instrumentation_names", "required_problems"]
+__all__ = ["activate", "active", "deactivate", "enabled_names", "instrumentation_names", "pending_names",
+           "required_problems"]
 
 _log = logging.getLogger("pulsetrace.instrumentation")
 Undo = Callable[[], None]
@@ -65,6 +66,8 @@ _finder: PostImportFinder | None = None
 _undo: list[tuple[str, Undo]] = []
 #: The instrumentations :func:`activate` enabled (activated now or on first import).
 _enabled: list[str] = []
+#: The library each enabled instrumentation waits for (name → import name).
+_libraries: dict[str, str] = {}
 
 
 def enabled_names() -> list[str]:
@@ -118,6 +121,7 @@ def activate(cfg: Config, provider: TracerProvider) -> list[str]:
             if row.name in disabled:
                 continue
             enabled.append(row.name)
+            _libraries[row.name] = row.library
             for module_name in row.modules:
                 hook = _make_hook(row, module_name, provider)
                 existing = sys.modules.get(module_name)
@@ -182,6 +186,15 @@ def active() -> list[str]:
         return list(dict.fromkeys(name for name, _ in _undo))
 
 
+def pending_names() -> tuple[list[str], list[str]]:
+    """(activated so far, enabled and installed but waiting for their library's first import): the start-up line."""
+    done = active()
+    with _state_lock:
+        enabled = [(name, _libraries.get(name, name)) for name in _enabled]
+    waiting = [name for name, library in enabled if name not in done and installed(library)]
+    return done, waiting
+
+
 def deactivate() -> None:
     """Undo every activation and remove the import hook."""
     global _finder
@@ -189,6 +202,7 @@ def deactivate() -> None:
         undos = list(reversed(_undo))
         _undo.clear()
         _enabled.clear()
+        _libraries.clear()
         if _finder is not None:
             try:
                 sys.meta_path.remove(_finder)

@@ -65,6 +65,7 @@ LAYERS: dict[str, int] = {
     "pulsetrace.alerts": 2,
     # 3: composition
     "pulsetrace.runtime": 3,
+    "pulsetrace.announce": 3,
     "pulsetrace.validation": 3,
     "pulsetrace.demo": 3,
     "pulsetrace.aws_lambda": 3,

@@ -174,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
             proc.send_signal(signum)
         if cfg.health.enabled and not args.no_health:
             health, publisher, alerts = _start_health(cfg, child_alive=lambda: proc.poll() is None)
+        from pulsetrace.announce import announce_supervisor
+
+        announce_supervisor(cfg, health is not None)
         code = proc.wait()
     finally:
         for s, h in previous.items():

@@ -123,13 +123,6 @@ def clean_url(url: str) -> str:
     return url if len(url) <= MAX_HTTP_FIELD_CHARS else url[:MAX_HTTP_FIELD_CHARS]
 
 
-def url_host(url: str) -> str:
-    try:
-        return urlsplit(url).hostname or ""
-    except ValueError:
-        return ""
-
-
 def host_port(host: object, port: object) -> str:
     if host in (None, ""):
         return ""
@@ -137,6 +130,35 @@ def host_port(host: object, port: object) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
     return f"{host}:{port}" if port not in (None, "") else host
+
+
+#: Ports a URL leaves out: a node on one of them is named by its host alone.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def http_node_name(host: object, port: object, url: object, scheme: object = None) -> str:
+    """The name of an HTTP dependency's node: ``host:port``, or the host when the port is the scheme's default.
+
+    Two services on different ports of one host are two nodes (``127.0.0.1:8001``,
+    ``127.0.0.1:8002``); ``api.stripe.com`` stays ``api.stripe.com``. The address and port
+    attributes win over the URL's (the URL may name a proxy's view); either may be missing.
+    """
+    url_scheme = ""
+    if url:
+        try:
+            parts = urlsplit(str(url))
+            url_scheme = parts.scheme
+            host = host if host not in (None, "") else parts.hostname
+            port = port if port not in (None, "") else parts.port
+        except ValueError:  # not a URL, or a port that is not a number: the host alone
+            pass
+    if host in (None, ""):
+        return ""
+    number = _int(port)
+    kind = str(scheme or url_scheme or "").lower()
+    if number is None or number == _DEFAULT_PORTS.get(kind) or (not kind and number in (80, 443)):
+        return host_port(host, None)
+    return host_port(host, number)
 
 
 def _int(value: object) -> int | None:

@@ -12,7 +12,7 @@ Input is a :class:`SpanView`, built from an OpenTelemetry ``ReadableSpan``
   subsegment documents** (``type: subsegment``, ``parent_id``, ``trace_id``).
 * Calls are named the way X-Ray's map names nodes: ``dbname@host`` for SQL
   (``namespace: remote`` + ``sql``), ``redis@host:port`` for caches (and other
-  non-SQL stores), ``peer.service`` or the host for HTTP, the AWS service for
+  non-SQL stores), ``peer.service`` or ``host:port`` for HTTP (the host alone on the scheme's default port), the AWS service for
   botocore (``namespace: aws`` + ``aws``).
 * A document stays under :data:`~pulsetrace.xray.limits.MAX_DOCUMENT_BYTES` of UTF-8
   JSON: subsegments that do not fit move to documents of their own; a span too big
@@ -37,13 +37,13 @@ from pulsetrace.xray.fields import (
     client_http,
     exceptions_from_events,
     host_port,
+    http_node_name,
     resource_parts,
     server_http,
     sql_block,
     status_code,
     status_exception,
     take,
-    url_host,
 )
 from pulsetrace.xray.limits import (
     MAX_ANNOTATIONS,
@@ -248,7 +248,10 @@ class XRayTranslator:
             doc["namespace"] = "remote"
         elif remote or peer:
             url = known.get("url.full") or known.get("http.url")
-            name = str(peer or host or known.get("http.host") or (url_host(str(url)) if url else "") or v.name)
+            # host:port unless peer.service names it: services on different ports of one host stay apart.
+            name = str(peer or http_node_name(host, port, url or (f"//{known['http.host']}" if known.get("http.host")
+                                                                  else None),
+                                              known.get("url.scheme") or known.get("http.scheme")) or v.name)
             doc["namespace"] = "remote"
             http = client_http(known, status)
             if http is not None:

@@ -50,14 +50,14 @@ def test_demo_traffic_gives_client_service_and_one_node_per_dependency_with_coun
         "service:shop-api": ("service", 5, 0, 2, 0),
         "database:shop@127.0.0.1": ("database", 5, 0, 0, 0),
         "cache:redis@127.0.0.1:6379": ("cache", 5, 0, 0, 0),
-        "http:127.0.0.1": ("http", 5, 0, 2, 0),
+        "http:127.0.0.1:9000": ("http", 5, 0, 2, 0),
         "aws:DynamoDB": ("aws", 5, 0, 0, 0),
     }
     assert edges == {
         ("client", "service:shop-api"): (5, 0, 2),
         ("service:shop-api", "database:shop@127.0.0.1"): (5, 0, 0),
         ("service:shop-api", "cache:redis@127.0.0.1:6379"): (5, 0, 0),
-        ("service:shop-api", "http:127.0.0.1"): (5, 0, 2),
+        ("service:shop-api", "http:127.0.0.1:9000"): (5, 0, 2),
         ("service:shop-api", "aws:DynamoDB"): (5, 0, 0),
     }
     assert graph.traces == 5
@@ -125,9 +125,9 @@ def test_errors_throttles_and_faults_are_counted_where_they_happened() -> None:
                 if status >= 500:
                     c.set_status(Status(StatusCode.ERROR))
     nodes, edges = _summary(build_graph(documents(collect.spans)).to_json())
-    assert nodes["http:127.0.0.1"] == ("http", 4, 2, 1, 1)
+    assert nodes["http:127.0.0.1:9000"] == ("http", 4, 2, 1, 1)
     assert nodes["service:shop-api"] == ("service", 4, 0, 0, 0)
-    assert edges[("service:shop-api", "http:127.0.0.1")] == (4, 2, 1)
+    assert edges[("service:shop-api", "http:127.0.0.1:9000")] == (4, 2, 1)
 
 
 def test_latency_percentiles_are_nearest_rank_in_milliseconds() -> None:

@@ -58,7 +58,7 @@ def test_json_output_is_the_interface_shape(config: Path, tmp_path: Path, capsys
     nodes = {n["id"]: n for n in data["nodes"]}
     assert nodes["client"]["requests"] == 3 and nodes["client"]["faults"] == 2
     assert {n["type"] for n in data["nodes"]} == {"client", "service", "database", "cache", "http", "aws"}
-    edge = next(e for e in data["edges"] if e["target"] == "http:127.0.0.1")
+    edge = next(e for e in data["edges"] if e["target"] == "http:127.0.0.1:9000")
     assert (edge["source"], edge["requests"], edge["faults"]) == ("service:shop-api", 3, 2)
     assert set(edge["latency_ms"]) >= {"p50", "p99"}
 
@@ -119,7 +119,7 @@ def test_source_xray_reads_what_x_ray_holds(config: Path, aws_env: dict[str, str
     assert main(["servicemap", "--config", str(config), "--source", "xray", "--json", "--since", "10m"]) == 0
     data = json.loads(capsys.readouterr().out)
     edges = {(e["source"], e["target"]): (e["requests"], e["faults"]) for e in data["edges"]}
-    assert edges[("service:cli-xray-shop", "http:127.0.0.1")] == (3, 1)
+    assert edges[("service:cli-xray-shop", "http:127.0.0.1:9000")] == (3, 1)
     assert edges[("service:cli-xray-shop", "aws:DynamoDB")] == (3, 0)
 
 

@@ -117,7 +117,7 @@ def test_chromium_renders_every_node_and_edge_of_the_map(tmp_path: Path) -> None
     # every edge is labelled with a rate and its p99
     assert len(re.findall(r'class="edge-label"[^>]*>[0-9.]+/min · p99 [0-9.]+ ms<', dom)) == len(graph.edges)
     health = dict(re.findall(r'data-id="([^"]+)" data-type="[^"]+" data-health="([^"]+)"', dom))
-    assert health["http:127.0.0.1"] == "fault" and health["aws:DynamoDB"] == "ok"
+    assert health["http:127.0.0.1:9000"] == "fault" and health["aws:DynamoDB"] == "ok"
     assert health["service:shop-api"] == "fault"
 
 

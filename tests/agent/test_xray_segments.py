@@ -192,7 +192,7 @@ def test_cache_and_database_names_come_from_the_address_not_a_rewritten_peer_ser
     assert [s["name"] for s in doc["subsegments"]] == ["redis@127.0.0.1:6379", "shop@127.0.0.1"]
 
 
-def test_httpx_call_is_remote_named_after_peer_service_or_host_with_a_sanitized_url() -> None:
+def test_httpx_call_is_remote_named_after_peer_service_or_host_and_port_with_a_sanitized_url() -> None:
     tracer, collect = make_tracer()
     with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER):
         with tracer.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
@@ -207,11 +207,11 @@ def test_httpx_call_is_remote_named_after_peer_service_or_host_with_a_sanitized_
             pass
     (doc,) = documents(collect.spans)
     charge, refund, rfid = doc["subsegments"]
-    assert charge["name"] == "pay.example.test" and charge["namespace"] == "remote"
+    assert charge["name"] == "pay.example.test:9000" and charge["namespace"] == "remote"
     assert charge["http"]["request"] == {"method": "POST", "url": "https://pay.example.test/v1/charge"}
     assert "s3cret" not in json.dumps(charge) and "4111" not in json.dumps(charge)
     assert refund["name"] == "payment-gateway"
-    assert rfid["name"] == "rfid.local"
+    assert rfid["name"] == "rfid.local:81"
 
 
 def test_botocore_call_is_an_aws_subsegment_named_after_the_service() -> None:
@@ -247,7 +247,7 @@ def test_internal_spans_nest_and_calls_nest_under_them() -> None:
     (doc,) = documents(collect.spans)
     (business,) = doc["subsegments"]
     assert business["name"] == "payment.create" and "namespace" not in business
-    assert [s["name"] for s in business["subsegments"]] == ["shop@127.0.0.1", "redis@127.0.0.1:6379", "127.0.0.1",
+    assert [s["name"] for s in business["subsegments"]] == ["shop@127.0.0.1", "redis@127.0.0.1:6379", "127.0.0.1:9000",
                                                             "DynamoDB"]
 
 
@@ -264,7 +264,7 @@ def test_span_whose_parent_is_in_another_batch_becomes_an_independent_subsegment
         assert "namespace" in doc
     (segment,) = second  # the rest nests: calls under the business span, that under the server span
     assert "type" not in segment
-    assert [s["name"] for s in segment["subsegments"][0]["subsegments"]] == ["127.0.0.1", "DynamoDB"]
+    assert [s["name"] for s in segment["subsegments"][0]["subsegments"]] == ["127.0.0.1:9000", "DynamoDB"]
 
 
 def test_local_root_call_becomes_the_service_segment_holding_the_call() -> None:
@@ -276,7 +276,7 @@ def test_local_root_call_becomes_the_service_segment_holding_the_call() -> None:
     assert doc["name"] == "shop-api" and "type" not in doc
     (call,) = doc["subsegments"]
     assert call["id"] == f"{collect.spans[0].context.span_id:016x}"
-    assert doc["id"] != call["id"] and call["name"] == "pay.example.test"
+    assert doc["id"] != call["id"] and call["name"] == "pay.example.test:9000"
 
 
 def test_exception_events_become_a_cause_with_parsed_frames_innermost_first_and_bounded() -> None:

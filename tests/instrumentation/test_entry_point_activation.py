@@ -55,8 +55,9 @@ def make_site(tmp: Path, *, library_version: str, spec: str) -> Path:
 
 def run_py(code: str, tmp: Path, site: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PULSETRACE_", "OTEL_"))}
+    # PULSETRACE_QUIET: without the start-up line, stderr holds only what activation warns about.
     full_env = {**base, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
-                "PULSETRACE_STORE": str(tmp / "store"), **(env or {})}
+                "PULSETRACE_STORE": str(tmp / "store"), "PULSETRACE_QUIET": "1", **(env or {})}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True,
                           text=True, timeout=60, cwd=tmp)
 

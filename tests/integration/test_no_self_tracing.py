@@ -311,13 +311,14 @@ def test_the_agent_never_traces_its_own_io(
 
     # -- the service map: the app and what it calls, nothing of the agent's -------------------------------------
     redis_node = f"cache:redis@127.0.0.1:{redis_server.port}"
+    downstream_node = "http:" + downstream.url.removeprefix("http://")  # host:port
     local = _servicemap(app_cfg, full_env, tmp_path)
-    assert {n["id"] for n in local["nodes"]} == {"client", f"service:{service}", "http:127.0.0.1", redis_node}, local
+    assert {n["id"] for n in local["nodes"]} == {"client", f"service:{service}", downstream_node, redis_node}, local
     # (moto's X-Ray is shared by the session: look back only as far as this test goes.)
     since = f"{int(time.time() - started) + 2}s"
     remote = _servicemap(app_cfg, full_env, tmp_path, "--source", "xray", "--since", since)
     ours = {n["id"] for n in remote["nodes"]}
-    assert {f"service:{service}", "http:127.0.0.1", redis_node} <= ours, remote
-    leaked = [n for n in ours if _self_io(n) or sidecar_service in n or str(redis_own.port) in n
+    assert {f"service:{service}", downstream_node, redis_node} <= ours, remote
+    leaked = [n for n in ours if _self_io(n) or sidecar_service in n or n.endswith(f":{redis_own.port}")
               or "database" in n or "aws:" in n]
     assert not leaked, remote

@@ -162,7 +162,7 @@ def _run_shop(tmp_path: Path, exporters: list[str], xray: dict[str, str], postgr
     return trace_ids
 
 
-def _assert_the_map(documents: list[dict[str, Any]], redis_port: int) -> None:
+def _assert_the_map(documents: list[dict[str, Any]], redis_port: int, gateway_port: int) -> None:
     validator = schema_validator()
     for doc in documents:
         validator.validate(doc)
@@ -170,16 +170,17 @@ def _assert_the_map(documents: list[dict[str, Any]], redis_port: int) -> None:
     nodes = {n["id"]: (n["requests"], n["faults"]) for n in graph["nodes"]}
     edges = {(e["source"], e["target"]): (e["requests"], e["errors"], e["faults"]) for e in graph["edges"]}
     redis_node = f"cache:redis@127.0.0.1:{redis_port}"
-    assert set(nodes) == {"client", "service:shop-api", "http:127.0.0.1", "database:shop@127.0.0.1", redis_node,
+    gateway_node = f"http:127.0.0.1:{gateway_port}"  # an uninstrumented HTTP dependency: host:port
+    assert set(nodes) == {"client", "service:shop-api", gateway_node, "database:shop@127.0.0.1", redis_node,
                           "aws:DynamoDB"}, graph
     assert edges == {
         ("client", "service:shop-api"): (REQUESTS, 0, FAILING),
-        ("service:shop-api", "http:127.0.0.1"): (REQUESTS, 0, FAILING),
+        ("service:shop-api", gateway_node): (REQUESTS, 0, FAILING),
         ("service:shop-api", "database:shop@127.0.0.1"): (REQUESTS, 0, 0),
         ("service:shop-api", redis_node): (REQUESTS, 0, 0),
         ("service:shop-api", "aws:DynamoDB"): (REQUESTS, 0, 0),
     }, graph
-    assert nodes["http:127.0.0.1"] == (REQUESTS, FAILING)
+    assert nodes[gateway_node] == (REQUESTS, FAILING)
     assert nodes["service:shop-api"] == (REQUESTS, FAILING)
 
 
@@ -201,7 +202,7 @@ def test_xray_udp_through_a_relayed_daemon_port_draws_the_shop_map(
     assert trace_ids == expected
     stored = stored_documents(client, sorted(trace_ids))
     assert sorted(ids_in(stored)) == sorted(ids_in(received))  # BatchGetTraces returns every document
-    _assert_the_map(stored, redis_server.port)
+    _assert_the_map(stored, redis_server.port, gateway.server.server_address[1])
 
 
 def test_xray_api_straight_to_put_trace_segments_draws_the_shop_map(
@@ -216,4 +217,4 @@ def test_xray_api_straight_to_put_trace_segments_draws_the_shop_map(
     documents = [d for d in found if d["trace_id"] in expected]
     assert {d["trace_id"] for d in documents} == expected
     assert sorted(ids_in(documents)) == sorted(ids_in(stored_documents(client, sorted(expected))))
-    _assert_the_map(documents, redis_server.port)
+    _assert_the_map(documents, redis_server.port, gateway.server.server_address[1])
