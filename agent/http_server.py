@@ -71,7 +71,6 @@ SLICE_S = 0.001
 FRESH_S = 0.5
 #: Connections looked at, least recently active first, to find one to evict.
 _EVICTION_SCAN = 512
-_SERVER_HEADER = (b"Cache-Control", b"no-store")
 
 
 @dataclass(frozen=True)
@@ -362,7 +361,6 @@ class _Conn(asyncio.Protocol):
                           "HTTP/" + req.http_version.decode("ascii"))
         self.busy = True
         self.deadline = float("inf")
-        self._pause_reading()
         server = self.server
         server._touch(self)  # a whole request: the connection is in use (half-sent bytes do not count)
         if server.priority(path):
@@ -402,27 +400,28 @@ class _Conn(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.server.requests += 1
-        head = self.request is not None and self.request.method == b"HEAD"
-        close = close or resp.close
-        try:
-            self._write(self.server.wire(resp, self.h11, head=head, close=close))
-        except h11.LocalProtocolError:
-            self.transport.close()
-            return
+        req = self.request
+        head = req is not None and req.method == b"HEAD"
+        keep_alive = not (close or resp.close) and req is not None and _keep_alive(req)
+        self._write(self.server.wire(resp, head=head, keep_alive=keep_alive))
         self.request = None
         self.body.clear()
-        if self.h11.our_state is h11.MUST_CLOSE or close:
+        if not keep_alive:
             self.transport.close()
             return
-        try:
-            self.h11.start_next_cycle()
-        except h11.LocalProtocolError:  # the client has not finished its request: close
-            self.transport.close()
-            return
+        # h11 parsed this request; the answer is ours (a few fixed headers, cached bytes). The next
+        # request is parsed by a fresh state machine, fed what this one had read past the request.
+        trailing, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.limits.max_head)
+        if trailing:
+            self.h11.receive_data(trailing)
+        if closed:
+            self.h11.receive_data(b"")
         self.busy = False
         if not self.write_paused:
             self._arm("idle", self.server.limits.idle_timeout)
-            self._schedule_next()
+            if self.reading_paused or trailing or closed:
+                self._schedule_next()  # a pipelined request is waiting (in h11 or in the socket)
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -435,15 +434,7 @@ class _Conn(asyncio.Protocol):
         server.bad_log.line(server.now(), "health: bad request from %s: %d %s", self.peer, status, message)
         if self.transport is None:
             return
-        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = error(status, message).body
-            headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),
-                       _SERVER_HEADER, (b"Connection", b"close")]
-            try:
-                self._write(self.h11.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))) + self.h11.send(
-                    h11.Data(data=body)) + self.h11.send(h11.EndOfMessage()))
-            except h11.LocalProtocolError:
-                pass
+        self._write(self.server.wire(error(status, message), head=False, keep_alive=False, status=status))
         self.transport.close()
 
 
@@ -466,11 +457,22 @@ def _check_request(req: h11.Request, limits: ServerLimits) -> tuple[int, str] | 
     return None
 
 
-def _reason(status: int) -> bytes:
+def _reason(status: int) -> str:
     try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
+        return http.HTTPStatus(status).phrase
     except ValueError:
-        return b""
+        return "Unknown"
+
+
+def _keep_alive(req: h11.Request) -> bool:
+    """HTTP/1.1 keeps the connection unless ``Connection: close``; HTTP/1.0 only with ``keep-alive``."""
+    tokens: set[bytes] = set()
+    for name, value in req.headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    if req.http_version == b"1.0":
+        return b"keep-alive" in tokens
+    return b"close" not in tokens
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -517,7 +519,7 @@ class HealthServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.now = time.monotonic
-        self._wire_cache: dict[tuple[Response, bool, bool], list[tuple[bytes, bytes]]] = {}
+        self._wire_cache: dict[tuple[Response, bool, bool], bytes] = {}
 
     # -- connections -------------------------------------------------------------------------
 
@@ -614,23 +616,22 @@ class HealthServer:
 
     # -- responses ---------------------------------------------------------------------------
 
-    def wire(self, resp: Response, conn: h11.Connection, *, head: bool, close: bool) -> bytes:
-        """The response through ``conn``'s state machine (its headers built once per distinct answer)."""
-        key = (resp, head, close)
-        headers = self._wire_cache.get(key)
-        if headers is None:
-            headers = [(b"Content-Type", resp.content_type.encode("latin-1")),
-                       (b"Content-Length", str(len(resp.body)).encode()), _SERVER_HEADER]
-            headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
-            if close:
-                headers.append((b"Connection", b"close"))
+    def wire(self, resp: Response, *, head: bool, keep_alive: bool, status: int | None = None) -> bytes:
+        """The response's bytes (cached: most answers are the same few snapshot bodies)."""
+        key = (resp, head, keep_alive)
+        out = self._wire_cache.get(key)
+        if out is None:
+            code = resp.status if status is None else status
+            lines = [f"HTTP/1.1 {code} {_reason(code)}", f"Content-Type: {resp.content_type}",
+                     f"Content-Length: {len(resp.body)}", "Cache-Control: no-store"]
+            lines += [f"{k}: {v}" for k, v in resp.headers]
+            if not keep_alive:
+                lines.append("Connection: close")
+            out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else resp.body)
             if len(self._wire_cache) >= 256:
                 self._wire_cache.clear()
-            self._wire_cache[key] = headers
-        out = conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))) or b""
-        if resp.body and not head:
-            out += conn.send(h11.Data(data=resp.body)) or b""
-        return out + (conn.send(h11.EndOfMessage()) or b"")
+            self._wire_cache[key] = out
+        return out
 
     # -- lifecycle ---------------------------------------------------------------------------
 

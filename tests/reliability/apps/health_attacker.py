@@ -1,7 +1,8 @@
 """A hostile client of the health server, run as its own process by tests/reliability/test_health_attacks.py.
 
-``python health_attacker.py MODE PORT SECONDS [CONNECTIONS]`` attacks ``127.0.0.1:PORT`` for SECONDS
-and prints one JSON line of what it did. Its own process, so its work never steals the GIL from
+``python health_attacker.py MODE PORT SECONDS [CONNECTIONS [SOURCES]]`` attacks ``127.0.0.1:PORT`` for
+SECONDS (from SOURCES loopback addresses, 127.0.0.2 and up, when more than 1) and prints one JSON
+line of what it did. Its own process, so its work never steals the GIL from
 the client that measures ``/health`` latency. Every loop is bounded in time and in connections.
 
 Modes (the attacks of the red-team report, issue 11):
@@ -50,9 +51,17 @@ class Stats:
         self.errors = 0
 
 
+#: Distinct loopback source addresses to dial from (127.0.0.2 ...): 1 is 127.0.0.1 only.
+SOURCES = 1
+_dialled = 0
+
+
 async def _open(port: int, stats: Stats) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    global _dialled
+    _dialled += 1
+    local = None if SOURCES <= 1 else (f"127.0.0.{2 + _dialled % SOURCES}", 0)
     try:
-        pair = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), 5)
+        pair = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20, local_addr=local), 5)
     except (OSError, TimeoutError):
         stats.errors += 1
         await asyncio.sleep(0.1)
@@ -198,5 +207,6 @@ async def main(mode: str, port: int, seconds: float, connections: int) -> Stats:
 if __name__ == "__main__":
     mode, port_text, seconds_text = sys.argv[1:4]
     conns = int(sys.argv[4]) if len(sys.argv) > 4 else 50
+    SOURCES = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     result = asyncio.run(main(mode, int(port_text), float(seconds_text), conns))
     print(json.dumps(vars(result)), flush=True)
