@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import select
 import socket
 import threading
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pulsetrace.http_server import HealthServer, Request, Response, json_response
+from pulsetrace.http_server import HealthServer, Request, Response, _RateLimitedLog, json_response
 from pulsetrace.healthchecks.handle import HealthHandle, start_in_thread
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config
@@ -333,3 +334,36 @@ def test_fuzzed_raw_bytes_never_get_a_500(fuzz_port: int, data: bytes) -> None:
 def test_server_thread_is_not_left_behind() -> None:
     names = [t.name for t in threading.enumerate()]
     assert names.count("pulsetrace-health") <= 2  # the module fixtures' handles at most
+
+
+def test_listen_on_the_ipv6_any_address_is_dual_stack_and_ipv4_clients_count_as_loopback() -> None:
+    pft.reset()
+    handle = started(listen="[::]:0")
+    try:
+        assert handle.service.server is not None
+        port = handle.port
+        v4 = raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            v6 = b""
+            while chunk := s.recv(65536):
+                v6 += chunk
+        assert status_of(v4) == 200 and status_of(v6) == 200
+        # An IPv4 client arrives as ::ffff:127.0.0.1 on the dual-stack socket: still loopback.
+        details = raw(port, b"GET /health/details HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(details) == 200
+    finally:
+        handle.stop(1.0)
+
+
+def test_a_bad_request_is_one_short_log_line_and_a_flood_of_them_is_rate_limited(
+        server: HealthHandle, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pulsetrace.health")
+    assert server.service.server is not None
+    server.service.server.bad_log = _RateLimitedLog(burst=3, period=60.0)  # a fresh window for this test
+    for _ in range(20):
+        raw(server.port, "POST /rfid/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\n".encode())
+    lines = [r.getMessage() for r in caplog.records if "bad request" in r.getMessage()]
+    assert len(lines) == 3 and all(len(line) < 200 and "\n" not in line for line in lines)
+    assert server.service.server.bad_log.suppressed == 17
+    assert not any(r.exc_info for r in caplog.records)
