@@ -315,8 +315,8 @@ def run_demo(duration: float, cli: Command, store: Path | None = None, out: Any 
                                 "--log-level", "warning"),
                {**base_env, "SHOP_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}"}, "shop.log")
         try:
-            wait_port(gateway_port, 30)
-            wait_port(shop_port, 30)
+            wait_port(gateway_port, 90)  # a busy machine starts two uvicorns slowly
+            wait_port(shop_port, 90)
         except TimeoutError:
             env.say(f"the services did not start; their logs are in {workdir}")
             return 1

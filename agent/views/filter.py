@@ -65,6 +65,8 @@ class FilterSyntaxError(ValueError):
     """A filter expression that does not parse: ``message`` and the 1-based ``column``."""
 
     def __init__(self, message: str, column: int) -> None:
+        # One line whatever the expression held: a newline or control character it quotes is escaped.
+        message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
         super().__init__(f"{message} at column {column}")
         self.message = message
         self.column = column

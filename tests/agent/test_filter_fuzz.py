@@ -56,3 +56,12 @@ def test_any_text_parses_or_fails_with_the_syntax_error(text: str) -> None:
 @given(st.integers(min_value=1, max_value=5000), st.sampled_from(["(", "NOT ", "!", "service(\"a\") { "]))
 def test_deep_nesting_is_a_syntax_error_not_a_crash(depth: int, opener: str) -> None:
     _check(opener * depth + "error")
+
+
+def test_a_control_character_in_a_bad_escape_is_shown_escaped_on_one_line() -> None:
+    try:
+        parse('annotation.a = "x\\\n"')
+    except FilterSyntaxError as exc:
+        assert "\n" not in str(exc) and "\\n" in exc.message
+    else:
+        raise AssertionError("a backslash before a newline is not an escape the syntax knows")
