@@ -10,7 +10,10 @@ on a real SDK span; and the ordinary text next to it survives.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -137,3 +140,42 @@ def test_the_new_rules_stay_linear(name: str) -> None:
     scrub_text(text)
     # Generous for a busy 2-core machine: a quadratic rule takes seconds to minutes here.
     assert time.process_time() - started < 1.0
+
+
+CHILD = """
+import json, sys
+from opentelemetry import trace
+evasions = json.loads(sys.argv[1])
+tracer = trace.get_tracer("evasions")
+with tracer.start_as_current_span("evasions root") as root:
+    for i, text in enumerate(evasions):
+        root.set_attribute(f"evasion.{i}", text)
+        with tracer.start_as_current_span(f"op {text}"):
+            pass
+    root.add_event("note", {"detail": " | ".join(evasions)})
+    print(format(root.get_span_context().trace_id, "032x"), flush=True)
+"""
+
+
+def test_no_evasion_reaches_the_output_of_run_traces_or_traces_show(tmp_path: Path) -> None:
+    """``pulsetrace run`` a real child that records every evasion, then read it back with the CLI."""
+    from tests.agent.test_cli_config import run_cli
+    from tests.integration.service_runner import write_config
+
+    store = tmp_path / "store"
+    write_config(tmp_path / "c.yaml", store)
+    values = [text for _, text, _ in EVASIONS]
+    ran = run_cli(["run", "--config", "c.yaml", "--", sys.executable, "-c", CHILD, json.dumps(values)], tmp_path,
+                  timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    trace_id = ran.stdout.strip().splitlines()[-1]
+    listed = run_cli(["traces", "--config", "c.yaml", "--json"], tmp_path)
+    shown = run_cli(["traces", "show", trace_id, "--config", "c.yaml", "--json"], tmp_path)
+    assert listed.returncode == 0 and shown.returncode == 0, (listed.stderr, shown.stderr)
+    assert trace_id in listed.stdout and "evasion.0" in shown.stdout  # the data really went through
+    outputs = {"run": ran.stderr, "traces": listed.stdout + listed.stderr, "traces show": shown.stdout + shown.stderr}
+    for case, _, leak in EVASIONS:
+        for name, text in outputs.items():
+            # As written and as JSON escapes it (full-width digits, non-ASCII e-mails).
+            for form in {leak, json.dumps(leak)[1:-1]}:
+                assert form not in text, f"{case}: {leak!r} in the output of {name}"
