@@ -6,6 +6,8 @@ Three applications written as users write them, each logging inside its requests
   ``logging.format: json`` and ``tracing.response_header: true``;
 - FastAPI under uvicorn, standard ``logging`` and structlog (``pulsetrace.structlog_processor``
   before structlog's own ``JSONRenderer``), JSON format;
+- the compatibility suite's Django project under gunicorn ``--preload -w 2``: the line Django's
+  own ``django.request`` logger writes for a 500, with its traceback;
 - Flask under ``flask run`` with the default plain format and the app's format string
   ``%(trace_id)s %(xray_trace_id)s %(service)s``.
 
@@ -19,11 +21,12 @@ reaches a JSON line.
 from __future__ import annotations
 
 import json
+import random
 import re
+import string
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,8 @@ from typing import Any
 
 import pytest
 
-from tests.compat.support import BIN, RunningApp, request_trace, start_app, stop_app
+from tests.compat.support import BIN, RunningApp, get, request_trace, start_app, stop_app
+from tests.compat.test_django import project as django_project  # noqa: F401 - the Django project fixture, reused
 from tests.integration.service_runner import ROOT, wait_for
 from tests.servers import free_port
 
@@ -97,6 +101,11 @@ def plain(ref):
     log.info("served %s", ref)
     return {"ref": ref}
 """
+
+
+def unique_ref(prefix: str) -> str:
+    """A request marker of letters only: long digit runs could be (Luhn-valid) card numbers, and scrubbed."""
+    return prefix + "".join(random.choices(string.ascii_lowercase, k=12))
 
 
 def cli_json(store: Path, *args: str) -> Any:
@@ -173,7 +182,7 @@ def fastapi_uvicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 def test_flask_json_lines_carry_the_trace_pulsetrace_traces_shows(flask_gunicorn: RunningApp) -> None:
     for i in range(4):  # both forked workers, most likely
-        ref = f"ref-{i}-{time.monotonic_ns()}"
+        ref = unique_ref(f"ref{'abcd'[i]}-")
         path = f"/orders/{ref}"
         status, headers = get_with_headers(flask_gunicorn.url + path)
         assert status == 200
@@ -199,7 +208,7 @@ def test_no_pii_in_any_json_line_the_app_wrote(flask_gunicorn: RunningApp) -> No
 
 
 def test_fastapi_logging_and_structlog_lines_carry_the_same_trace(fastapi_uvicorn: RunningApp) -> None:
-    ref = f"c{time.monotonic_ns()}"
+    ref = unique_ref("c")
     path = f"/carts/{ref}"
     status, headers = get_with_headers(fastapi_uvicorn.url + path)
     assert status == 200
@@ -221,12 +230,31 @@ def test_plain_format_strings_name_the_trace(tmp_path: Path) -> None:
     app = start_app(tmp_path, "logs-plain", [str(BIN / "flask"), "--app", "plain", "run", "--port", str(port)],
                     port=port, cwd=tmp_path)
     try:
-        ref = f"p{time.monotonic_ns()}"
+        ref = unique_ref("p")
         path = f"/plain/{ref}"
         status, headers = get_with_headers(app.url + path)
         assert status == 200 and "x-amzn-trace-id" not in headers  # response_header is off by default
         tid = shown_trace_for(app.store, path)
         pattern = f"PLAIN {tid} 1-{tid[:8]}-{tid[8:]} logs-plain served {ref}"
         assert wait_for(lambda: pattern in app.output(), 20), app.output()[-3000:]
+    finally:
+        stop_app(app)
+
+
+def test_django_500_line_carries_the_trace_and_the_exception(django_project: tuple[Path, dict[str, str]],  # noqa: F811 - the fixture
+                                                             tmp_path: Path) -> None:
+    root, env = django_project
+    port = free_port()
+    app = start_app(tmp_path, "logs-django", [str(BIN / "gunicorn"), "--preload", "-w", "2", "-b",
+                                              f"127.0.0.1:{port}", "mysite.wsgi"], port=port, cwd=root, env=env,
+                    config_extra={"logging": {"format": "json"}})
+    try:
+        status, _ = get(app.url + "/broken/")
+        assert status == 500
+        line = wait_for_line(app, lambda l: l.get("logger") == "django.request", "Django's 500")
+        tid = shown_trace_for(app.store, "/broken/")
+        assert line["trace_id"] == tid and line["level"] == "ERROR" and line["service"] == "logs-django"
+        assert "Internal Server Error: /broken/" in line["message"]
+        assert "ValueError: the ledger is inconsistent" in line["exception"]
     finally:
         stop_app(app)
