@@ -147,16 +147,19 @@ def install_logging(cfg: Config, provider: TracerProvider) -> list[Callable[[], 
     name = provider.resource.attributes.get("service.name")
     service = name if isinstance(name, str) else cfg.service.name
     try:
+        if not cfg.logging.correlation and cfg.logging.format != "json":
+            return undo
+        from pulsetrace.instrumentation.pii import PiiScrubber
+
+        pii = cfg.tracing.pii
+        scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys)
         if cfg.logging.correlation:
             from pulsetrace.instrumentation.logs import install_correlation
 
-            undo.append(install_correlation(service))
+            undo.append(install_correlation(service, scrubber))
         if cfg.logging.format == "json":
             from pulsetrace.instrumentation.logs_json import JsonFormatter, install_json
-            from pulsetrace.instrumentation.pii import PiiScrubber
 
-            pii = cfg.tracing.pii
-            scrubber = PiiScrubber(hash_keys=pii.hash_keys, hash_secret=pii.hash_secret, secret_keys=pii.secret_keys)
             undo.append(install_json(JsonFormatter(scrubber, service)))
     except Exception:  # the application's logging stays as it was
         _log.warning("pulsetrace: log correlation not installed", exc_info=True)

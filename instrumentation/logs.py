@@ -29,6 +29,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+from pulsetrace.instrumentation.pii import PiiScrubber
+
 __all__ = ["FIELDS", "correlation_ids", "install_correlation", "structlog_processor"]
 
 #: The record attributes (and JSON / structlog keys) correlation adds.
@@ -89,12 +91,14 @@ _install_lock = threading.Lock()
 _installed: list[Callable[..., logging.LogRecord]] = []
 
 
-def install_correlation(service: str) -> Undo:
+def install_correlation(service: str, scrubber: PiiScrubber | None = None) -> Undo:
     """Put the ids and ``service`` on every record from now on; the returned call undoes it.
 
-    Idempotent: a second install while one is active changes the service name only.
+    ``scrubber`` (the configuration's PII rules) is what :func:`structlog_processor` scrubs
+    events with while this is installed. Idempotent: a second install while one is active
+    changes the service name and scrubber only.
     """
-    state = {"service": service, "on": True}
+    state: dict[str, Any] = {"service": service, "on": True, "scrubber": scrubber}
 
     with _install_lock:
         original = logging.Logger.makeRecord
@@ -102,6 +106,7 @@ def install_correlation(service: str) -> Undo:
             prior = getattr(original, "_pulsetrace_state", None)
             if isinstance(prior, dict):
                 prior["service"] = service
+                prior["scrubber"] = scrubber
             return lambda: None
 
         def makeRecord(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -139,18 +144,31 @@ def install_correlation(service: str) -> Undo:
 
 
 def structlog_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A structlog processor: adds ``trace_id``, ``span_id``, ``xray_trace_id`` and ``service``.
+    """A structlog processor: adds ``trace_id``, ``span_id``, ``xray_trace_id`` and ``service``, and scrubs.
 
-    Put it before the renderer: ``structlog.configure(processors=[..., pulsetrace.log_processor,
-    structlog.processors.JSONRenderer()])``. Keys the event already has are kept. ``service``
-    comes from the running agent (nothing is added without one).
+    Put it before the renderer (after ``format_exc_info``, so tracebacks are scrubbed too):
+    ``structlog.configure(processors=[..., pulsetrace.structlog_processor,
+    structlog.processors.JSONRenderer()])``. Keys the event already has are kept. Every other
+    value goes through the span scrubber (the running agent's ``tracing.pii`` rules, else the
+    defaults): e-mails, cards, secrets in text, and keys that name secrets or personal data.
     """
     try:
+        state = _state()
+        scrubber = state.get("scrubber") if state is not None else None
+        if not isinstance(scrubber, PiiScrubber):
+            scrubber = _default_scrubber()
+        values = {k: v for k, v in event_dict.items() if k not in FIELDS}
+        scrubbed = scrubber.attributes(values)
+        if scrubbed is not None:
+            for key, value in scrubbed.items():
+                if value is not values[key]:
+                    event_dict[key] = list(value) if isinstance(value, tuple) and isinstance(values[key], list) \
+                        else value
         ids = correlation_ids()
         event_dict.setdefault("trace_id", ids[0])
         event_dict.setdefault("span_id", ids[1])
         event_dict.setdefault("xray_trace_id", ids[2])
-        service = _service_name()
+        service = str(state["service"]) if state is not None else _provider_service()
         if service:
             event_dict.setdefault("service", service)
     except Exception:
@@ -158,12 +176,26 @@ def structlog_processor(_logger: Any, _method: str, event_dict: MutableMapping[s
     return event_dict
 
 
-def _service_name() -> str:
-    """The active correlation's service name, else the global tracer provider's ``service.name``."""
+_defaults: list[PiiScrubber] = []
+
+
+def _default_scrubber() -> PiiScrubber:
+    if not _defaults:
+        _defaults.append(PiiScrubber())
+    return _defaults[0]
+
+
+def _state() -> dict[str, Any] | None:
+    """The active correlation's state (service name, scrubber), or ``None``."""
     if _installed:
         state = getattr(_installed[-1], "_pulsetrace_state", None)
         if isinstance(state, dict):
-            return str(state["service"])
+            return state
+    return None
+
+
+def _provider_service() -> str:
+    """The global tracer provider's ``service.name`` (no correlation installed)."""
     resource = getattr(trace.get_tracer_provider(), "resource", None)
     name = getattr(resource, "attributes", {}).get("service.name") if resource is not None else None
     return name if isinstance(name, str) else ""

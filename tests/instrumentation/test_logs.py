@@ -244,9 +244,19 @@ def test_structlog_users_get_the_same_fields(correlation: None) -> None:
                         logger_factory=structlog.PrintLoggerFactory(out), cache_logger_on_first_use=False)
     try:
         with TRACER.start_as_current_span("op") as span:
-            structlog.get_logger().info("paid", amount=5)
+            structlog.get_logger().info("paid by alice@example.com", amount=5, card="4111 1111 1111 1111",
+                                        password="open sesame", tags=["bob@example.org", "ok"])
         line = json.loads(out.getvalue())
     finally:
         structlog.reset_defaults()
     assert (line["trace_id"], line["span_id"], line["xray_trace_id"]) == ids_of(span)
     assert line["service"] == "shop-api" and line["amount"] == 5
+    # scrubbed by the span rules, like a JSON line from logging
+    assert line["event"] == "paid by [EMAIL]" and line["password"] == "[REDACTED]"
+    assert "4111" not in line["card"] and line["tags"] == ["[EMAIL]", "ok"]
+
+
+@pytest.mark.parametrize(("case", "text", "leak"), EVASIONS[:8], ids=[e[0] for e in EVASIONS[:8]])
+def test_structlog_events_are_scrubbed_without_an_agent(case: str, text: str, leak: str) -> None:
+    event = structlog_processor(None, "info", {"event": text, "detail": text})
+    assert leak not in json.dumps(event, ensure_ascii=False)
