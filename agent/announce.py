@@ -72,23 +72,25 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def supervisor_line(cfg: Config, health_listening: bool) -> str:
+def supervisor_line(cfg: Config, health_listening: bool, who: str = "pulsetrace run") -> str:
     if not health_listening:
-        return f"pulsetrace run: {cfg.service.name}: no health server"
+        return f"{who}: {cfg.service.name}: no health server"
     listen = cfg.health.listen
     host = listen.rpartition(":")[0]
-    line = (f"pulsetrace run: {cfg.service.name}: health on http://{listen}/health, "
+    line = (f"{who}: {cfg.service.name}: health on http://{listen}/health, "
             f"{len(cfg.health.probes)} probe(s)")
     if _loopback(host):
         line += f" (loopback only: behind an ALB set health.listen to 0.0.0.0:{listen.rpartition(':')[2]})"
     return line
 
 
-def announce_supervisor(cfg: Config, health_listening: bool) -> None:
+def announce_supervisor(cfg: Config, health_listening: bool, who: str = "pulsetrace run") -> None:
+    """The line of the process that serves ``/health`` (``pulsetrace run``, or the first process under
+    ``opentelemetry-instrument`` with ``PULSETRACE_HEALTH=1``)."""
     if quiet():
         return
     try:
-        sys.stderr.write(supervisor_line(cfg, health_listening) + "\n")
+        sys.stderr.write(supervisor_line(cfg, health_listening, who) + "\n")
         sys.stderr.flush()
     except Exception:
         pass

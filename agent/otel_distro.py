@@ -70,6 +70,9 @@ def _start_health(cfg: Any) -> None:
     except Exception as exc:  # never stop the application from starting
         sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
         return
+    from pulsetrace.announce import announce_supervisor
+
+    announce_supervisor(cfg, health is not None, who="pulsetrace health")
     owner = os.getpid()
 
     def stop() -> None:

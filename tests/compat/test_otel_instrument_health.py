@@ -51,3 +51,7 @@ def test_probes_and_health_server_run_once_under_opentelemetry_instrument(tmp_pa
     output = running.output()
     assert "health server not started" not in output, output  # the workers left the port to the parent
     assert "Traceback" not in output, output
+    # one start-up line per role, though uvicorn spawned two workers that start the agent again
+    health_lines = [line for line in output.splitlines() if line.startswith("pulsetrace health: otel-health:")]
+    assert len(health_lines) == 1 and f"health on http://127.0.0.1:{health_port}/health" in health_lines[0], output
+    assert len([line for line in output.splitlines() if line.startswith("pulsetrace: otel-health (pid ")]) == 1, output
