@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +67,8 @@ PRUNE_INTERVAL = 3600.0
 RECENT_TRANSITIONS = 20
 #: How often the probe loop's watchdog says it is alive (and whether a result is overdue).
 WATCHDOG_INTERVAL = 0.5
+#: The interpreter's thread switch interval while the health server runs in this process.
+SWITCH_INTERVAL_S = 0.001
 
 __all__ = ["HealthService", "SnapshotListener", "open_store"]
 
@@ -291,6 +294,9 @@ class HealthService:
         """
         with suppressed():  # the server's tasks inherit it; the probe loop's thread has its own
             if serve:
+                # This process answers health checks: a thread holding the GIL (a probe round, a
+                # heartbeat batch) hands it to the server within 1 ms, not Python's default 5 ms.
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
                 from pulsetrace.http_server import HealthServer, ServerLimits, split_listen
                 from pulsetrace.healthchecks.routes import Routes
 
