@@ -53,7 +53,7 @@ apt_install() {  # as root: install those of the packages this distribution has
       available+=("$pkg")
     else
       # Ubuntu ships Chromium only as a snap, which does not run in containers.
-      say "no Debian package '$pkg' here: the tests that need it will fail (tests/agent/test_servicemap_html.py for Chromium)"
+      say "no Debian package '$pkg' here: the tests that need it will fail (tests/agent/views/test_servicemap_html.py for Chromium)"
     fi
   done
   if [ ${#available[@]} -eq 0 ]; then return 0; fi

@@ -60,7 +60,7 @@ def assert_span_valid(span: StoredSpan) -> None:
 def assert_store_valid(store: Path) -> list[StoredSpan]:
     """Every stored span has valid ids, becomes schema-valid X-Ray documents, and the CLI reads them."""
     from pulsetrace.xray.segments import XRayTranslator, view_from_stored
-    from tests.agent.test_xray_corpus import schema_validator
+    from tests.agent.xray.test_xray_corpus import schema_validator
 
     spans = all_spans(store)
     for span in spans:

@@ -159,7 +159,7 @@ with tracer.start_as_current_span("evasions root") as root:
 
 def test_no_evasion_reaches_the_output_of_run_traces_or_traces_show(tmp_path: Path) -> None:
     """``pulsetrace run`` a real child that records every evasion, then read it back with the CLI."""
-    from tests.agent.test_cli_config import run_cli
+    from tests.agent.cli.test_cli_config import run_cli
     from tests.integration.service_runner import write_config
 
     store = tmp_path / "store"

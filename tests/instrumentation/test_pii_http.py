@@ -46,7 +46,7 @@ from pulsetrace.instrumentation import business_span, set_business_attributes
 from pulsetrace.instrumentation.asgi import PulseTraceMiddleware
 from pulsetrace.instrumentation.pii import luhn_valid
 from pulsetrace.validation import config_from_mapping
-from tests.agent.test_xray_udp import UdpDaemon
+from tests.agent.exporters.test_xray_udp import UdpDaemon
 from tests.instrumentation.test_keep_errors_http import ThreadedUvicorn
 from tests.otlp_fixtures import otlp_receiver  # noqa: F401  (a pytest fixture)
 from tests.otlp_receiver import OtlpReceiver

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import httpx
 
-from tests.agent.test_emf_spec import validate_emf
+from tests.agent.metrics.test_emf_spec import validate_emf
 from tests.integration.service_runner import APPS, ROOT, Service, start_service, wait_for, write_config
 from tests.servers import MotoServer
 

@@ -4,7 +4,7 @@ moto 5.2 does not implement PutCompositeAlarm (it answers 500), so composite ala
 are checked in two ways: ``apply`` reports each as failed in one line with exit 1
 while everything else is created, and ``--no-composite`` applies the rest with exit 0.
 Their definitions are checked against the rendered template (and cfn-lint) in
-``tests/agent/test_cloudwatch_render.py``.
+``tests/agent/metrics/test_cloudwatch_render.py``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_apply_with_the_endpoint_down_is_one_line_and_exit_1(tmp_path: Path, aws
 def test_apply_with_every_alarm_and_resource_key_creates_alarms_and_three_dashboards_idempotently(
         tmp_path: Path, aws_env: dict[str, str], moto_server: MotoServer,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.agent.test_cloudwatch_alarms import EVERY_KEY
+    from tests.agent.metrics.test_cloudwatch_alarms import EVERY_KEY
 
     service = f"shop-{uuid.uuid4().hex[:6]}"
     data = json.loads(json.dumps(EVERY_KEY))

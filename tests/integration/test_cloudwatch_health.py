@@ -15,7 +15,7 @@ from pulsetrace.validation import config_from_mapping
 from pulsetrace.metrics.health_metrics import wire_health_metrics
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.healthchecks.handle import start_in_thread
-from tests.agent.test_emf_spec import validate_emf
+from tests.agent.metrics.test_emf_spec import validate_emf
 from tests.servers import RedisServer, free_port
 
 

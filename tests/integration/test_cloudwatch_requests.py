@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agent.test_emf_outputs import TcpCollector, totals
-from tests.agent.test_emf_spec import validate_emf
+from tests.agent.metrics.test_emf_outputs import TcpCollector, totals
+from tests.agent.metrics.test_emf_spec import validate_emf
 from tests.integration.service_runner import APPS, ROOT, all_spans, start_service, wait_for, write_config
 
 NONE_SAMPLED = {"tiers": {t: {"rate": 0.0, "reservoir": 0} for t in ("critical", "business", "general", "health")},

@@ -44,7 +44,7 @@ import httpx
 import pytest
 
 from pulsetrace.views.servicemap import fetch_xray_documents
-from tests.agent.test_xray_udp import UdpDaemon
+from tests.agent.exporters.test_xray_udp import UdpDaemon
 from tests.integration.service_runner import (
     APPS,
     ROOT,

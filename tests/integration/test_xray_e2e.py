@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from pulsetrace.views.servicemap import build_graph, fetch_xray_documents
-from tests.agent.test_xray_corpus import schema_validator
-from tests.agent.test_xray_udp import UdpDaemon
+from tests.agent.xray.test_xray_corpus import schema_validator
+from tests.agent.exporters.test_xray_udp import UdpDaemon
 from tests.integration.service_runner import APPS, ROOT, start_service, write_config
 from tests.integration.test_xray_transport import ids_in, relay, stored_documents
 from tests.servers import MotoServer, PostgresServer, RedisServer, free_port

@@ -29,8 +29,8 @@ from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_api import XRayApiExporter
 from pulsetrace.exporters.xray_udp import XRayUdpExporter
 from pulsetrace.selfmetrics import SelfMetrics
-from tests.agent.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
-from tests.agent.test_xray_udp import HEADER, UdpDaemon
+from tests.agent.xray.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
+from tests.agent.exporters.test_xray_udp import HEADER, UdpDaemon
 from tests.servers import MotoServer, free_port
 
 

@@ -187,7 +187,7 @@ def _emf_tcp_config(port: int) -> dict[str, Any]:
 
 
 def _emf_tcp_serve(port: int) -> Any:
-    from tests.agent.test_emf_outputs import TcpCollector
+    from tests.agent.metrics.test_emf_outputs import TcpCollector
 
     collector = TcpCollector(port)
     collector.close = collector.stop  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from pulsetrace.views.servicemap import NODE_TYPES, build_graph, graph_from_store, percentile
 from pulsetrace.store import LocalStore
 from pulsetrace.xray.segments import XRayTranslator
-from tests.agent.test_xray_corpus import (
+from tests.agent.xray.test_xray_corpus import (
     BASE_RESOURCE,
     documents,
     dynamodb_attrs,

@@ -25,10 +25,10 @@ from pulsetrace.metrics.publisher import build_publisher
 from pulsetrace.metrics.request_metrics import Recorder, build_recorder
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.validation import config_from_mapping
-from tests.agent.test_emf_spec import validate_emf
+from tests.agent.metrics.test_emf_spec import validate_emf
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))
 
 

@@ -26,7 +26,7 @@ from tests.healthchecks.support import Gateway
 from tests.servers import free_port, wait_port
 
 MOD = "tests.healthchecks.probes_for_tests"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store import LocalStore, StoreMaintainer, StorePathError
 from tests.agent.span_factory import make_spans, make_spans_at
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MiB = 1024 * 1024
 
 WRITER = textwrap.dedent("""

@@ -25,7 +25,7 @@ from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
 from pulsetrace.xray.segments import XRayTranslator
 
 #: AWS's published segment document schema, vendored unchanged (origin and license: tests/specs/README.md).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "specs" / "xray-segmentdocument-schema-v1.0.0.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "specs" / "xray-segmentdocument-schema-v1.0.0.json"
 
 BASE_RESOURCE = {
     "service.name": "shop-api", "service.version": "1.4.2", "deployment.environment": "uat",

@@ -19,7 +19,7 @@ from pulsetrace.store import LocalStore, StoredSpan
 from pulsetrace.views.traces import build_tree, parse_trace_id, render_tree, summarize, trace_json
 from tests.agent.span_factory import make_trace, provider
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 XRAY_ID = re.compile(r"^1-[0-9a-f]{8}-[0-9a-f]{24}$")
 
 

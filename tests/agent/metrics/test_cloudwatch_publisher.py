@@ -13,7 +13,7 @@ from pulsetrace.metrics.publisher import SelfMetricsSource, build_publisher
 from pulsetrace.metrics.request_metrics import build_recorder
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.validation import config_from_mapping
-from tests.agent.test_emf_spec import validate_emf
+from tests.agent.metrics.test_emf_spec import validate_emf
 from tests.servers import free_port
 
 DIMS = (("Service", "shop-api"), ("Environment", "uat"))

@@ -16,7 +16,7 @@ from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_api import XRayApiExporter
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store import LocalStore
-from tests.agent.test_xray_corpus import BASE_RESOURCE, make_tracer, server_attrs, shop_request
+from tests.agent.xray.test_xray_corpus import BASE_RESOURCE, make_tracer, server_attrs, shop_request
 from tests.servers import MotoServer, free_port
 
 

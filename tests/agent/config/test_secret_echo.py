@@ -16,7 +16,7 @@ import pytest
 
 from pulsetrace.config.load import MAX_INTERPOLATED_CHARS
 from pulsetrace.config.secrets import MASK, mask_text
-from tests.agent.test_cli_config import run_cli
+from tests.agent.cli.test_cli_config import run_cli
 
 SECRET = "Zq7kvHunter2secret"
 

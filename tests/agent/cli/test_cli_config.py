@@ -19,7 +19,7 @@ import yaml
 
 from pulsetrace.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: ``key: problem ...``: a key path (or a file path) then a colon and a space.
 PROBLEM_LINE = re.compile(r"^\S[^\n]*?: \S")
 

@@ -14,7 +14,7 @@ from pulsetrace.store import LocalStore
 from pulsetrace.views.filter import parse
 from pulsetrace.views.trace_search import search_traces
 from tests.agent.span_factory import provider
-from tests.agent.test_cli_traces import store, two_service_trace  # noqa: F401 (the store fixture)
+from tests.agent.cli.test_cli_traces import store, two_service_trace  # noqa: F401 (the store fixture)
 
 
 def _payment(store: LocalStore, method: str, status: int, start: float, ms: float = 20.0) -> str:

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from pulsetrace.views.servicemap import ServiceGraph, build_graph
 from pulsetrace.views.servicemap_html import COLOURS, render_html
-from tests.agent.test_xray_corpus import documents, make_tracer, server_attrs, shop_request
+from tests.agent.xray.test_xray_corpus import documents, make_tracer, server_attrs, shop_request
 
 WIDTH, HEIGHT = 1100, 760
 

@@ -15,7 +15,7 @@ from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.store import LocalStore
 from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
 from pulsetrace.xray.segments import XRayTranslator, view_from_readable, view_from_stored, xray_trace_id
-from tests.agent.test_xray_corpus import (
+from tests.agent.xray.test_xray_corpus import (
     BASE_RESOURCE,
     ECS_RESOURCE,
     documents,

@@ -20,7 +20,7 @@ from pulsetrace.metrics.publisher import PROBE_DATA, MetricsPublisher
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.tracing import pipeline as pipeline_module
 from pulsetrace.tracing.pipeline import SpanPipeline
-from tests.agent.test_pipeline import emit, wait_until, wire
+from tests.agent.tracing.test_pipeline import emit, wait_until, wire
 
 
 class Flaky:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pulsetrace.views.filter import KEYWORDS, MAX_LENGTH, FilterSyntaxError, parse
-from tests.agent.test_filter_expressions import FACTS
+from tests.agent.views.test_filter_expressions import FACTS
 
 _PIECES = [*KEYWORDS, "AND", "OR", "NOT", "!", "(", ")", "{", "}", "[", "]", ",", "=", "!=", "<", "<=", ">", ">=",
            "CONTAINS", "BEGINSWITH", "ENDSWITH", "true", "false", "annotation.", "annotation[", 'service("',

@@ -19,7 +19,7 @@ from pulsetrace.exporters.base import ExporterContext, ExportOutcome
 from pulsetrace.exporters.xray_udp import XRayUdpExporter, parse_daemon_address
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.xray.limits import MAX_DOCUMENT_BYTES
-from tests.agent.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
+from tests.agent.xray.test_xray_corpus import make_tracer, postgres_attrs, schema_validator, shop_request
 from tests.servers import free_port
 
 HEADER = b'{"format":"json","version":1}\n'
