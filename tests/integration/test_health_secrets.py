@@ -47,14 +47,14 @@ class EchoingClient:
 def probes(pg: PostgresServer, gw: Gateway) -> list[dict[str, Any]]:
     dead_dsn = pg.dsn.replace(f":{pg.port}/", f":{free_port()}/")
     return [
-        {"name": "db", "type": "postgres", "dsn": pg.dsn, "interval": "0.3s", "timeout": "0.25s", "critical": True},
-        {"name": "db_down", "type": "postgres", "dsn": dead_dsn, "interval": "0.3s", "timeout": "0.25s"},
-        {"name": "status", "type": "http", "url": f"{gw.url}/status?token={URL_TOKEN}", "interval": "0.3s",
-         "timeout": "0.25s", "headers": {"Authorization": f"Bearer {BEARER}"}},
+        {"name": "db", "type": "postgres", "dsn": pg.dsn, "interval": "2s", "timeout": "2s", "critical": True},
+        {"name": "db_down", "type": "postgres", "dsn": dead_dsn, "interval": "2s", "timeout": "2s"},
+        {"name": "status", "type": "http", "url": f"{gw.url}/status?token={URL_TOKEN}", "interval": "2s",
+         "timeout": "2s", "headers": {"Authorization": f"Bearer {BEARER}"}},
         {"name": "razorpay", "type": "http", "preset": "razorpay", "url": gw.url, "username": "rzp_live_id",
-         "password": KEY_SECRET, "interval": "0.3s", "timeout": "0.25s"},
+         "password": KEY_SECRET, "interval": "2s", "timeout": "2s"},
         {"name": "queue", "type": "custom", "target": f"{__name__}:EchoingClient",
-         "options": {"dsn": f"amqp://worker:{ECHO_PW}@127.0.0.1:5672/"}, "interval": "0.3s", "timeout": "0.25s"},
+         "options": {"dsn": f"amqp://worker:{ECHO_PW}@127.0.0.1:5672/"}, "interval": "2s", "timeout": "2s"},
     ]
 
 
