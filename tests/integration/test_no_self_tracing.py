@@ -222,6 +222,9 @@ def test_the_agent_never_traces_its_own_io(
         downstream: Loopback, probe_target: Loopback) -> None:
     for name in ("AWS_XRAY_DAEMON_ADDRESS", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "PULSETRACE_STORE"):
         monkeypatch.delenv(name, raising=False)  # they would win over the configuration
+    # moto is shared by the session: what earlier tests sent to it (their X-Ray segments, delayed ones
+    # included) must not be taken for ours, so this test starts from an empty moto.
+    moto_server.reset()
     started = time.time() - 1
     tag = uuid.uuid4().hex[:8]
     service = f"selftrace-{tag}"
