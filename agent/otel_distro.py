@@ -66,7 +66,7 @@ def _start_health(cfg: Any) -> None:
         return
     os.environ[HEALTH_OWNER] = str(os.getpid())
     try:
-        health, publisher, alerts = start_health(cfg, child_alive=None)
+        health, publisher, alerts = start_health(cfg, child_alive=None, own_process=False)
     except Exception as exc:  # never stop the application from starting
         sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
         return

@@ -63,9 +63,10 @@ class HealthHandle:
 
 def start_in_thread(cfg: Config, child_alive: Callable[[], bool] | None = None, *,
                     store: LocalStore | None = None, metrics: SelfMetrics | None = None,
-                    clock: Callable[[], float] = time.time) -> HealthHandle:
+                    clock: Callable[[], float] = time.time, own_process: bool = True) -> HealthHandle:
     """Run the health server in a daemon thread ``pulsetrace-health`` (the probes in ``pulsetrace-probes``).
 
+    ``own_process``: see :meth:`HealthService.start` (``False`` inside the application's process).
     Returns once it listens. Raises ``OSError`` when the health port cannot be bound (nothing is
     left running then).
     """
@@ -80,7 +81,7 @@ def start_in_thread(cfg: Config, child_alive: Callable[[], bool] | None = None, 
 
         async def boot() -> None:
             try:
-                await service.start()
+                await service.start(own_process=own_process)
             except BaseException as exc:
                 await service.stop(0.5)  # before the caller hears of it and stops this loop
                 started.set_exception(exc)

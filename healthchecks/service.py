@@ -287,16 +287,21 @@ class HealthService:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, *, serve: bool = True) -> None:
+    async def start(self, *, serve: bool = True, own_process: bool = True) -> None:
         """Start the probes on their own loop and (``serve``) the HTTP server on this one.
 
-        Raises OSError if the port is taken (nothing is left running then).
+        ``own_process``: this process exists for the agent (``pulsetrace run``'s supervisor,
+        ``serve``), so its interpreter settings may favour the health server; ``False`` when it is
+        the application's own process (``opentelemetry-instrument`` with ``PULSETRACE_HEALTH=1``),
+        whose settings are left as they are. Raises OSError if the port is taken (nothing is left
+        running then).
         """
         with suppressed():  # the server's tasks inherit it; the probe loop's thread has its own
-            if serve:
+            if serve and own_process:
                 # This process answers health checks: a thread holding the GIL (a probe round, a
                 # heartbeat batch) hands it to the server within 1 ms, not Python's default 5 ms.
                 sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+            if serve:
                 from pulsetrace.http_server import HealthServer, ServerLimits, split_listen
                 from pulsetrace.healthchecks.routes import Routes
 

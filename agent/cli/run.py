@@ -84,14 +84,17 @@ def start_alerts(cfg: Any, add_listener: Any, metrics: Any) -> Any:
     return service
 
 
-def _start_health(cfg: Any, child_alive: Any) -> tuple[Any, Any, Any]:
-    """The container's health service (and its CloudWatch publisher and alerts, when configured)."""
+def _start_health(cfg: Any, child_alive: Any, *, own_process: bool = True) -> tuple[Any, Any, Any]:
+    """The container's health service (and its CloudWatch publisher and alerts, when configured).
+
+    ``own_process`` is ``False`` when this is the application's process (``PULSETRACE_HEALTH=1``).
+    """
     from pulsetrace.healthchecks.handle import start_in_thread
     from pulsetrace.selfmetrics import SelfMetrics
 
     metrics = SelfMetrics()
     try:
-        handle = start_in_thread(cfg, child_alive=child_alive, metrics=metrics)
+        handle = start_in_thread(cfg, child_alive=child_alive, metrics=metrics, own_process=own_process)
     except OSError as exc:  # e.g. the health port is taken: the app still runs
         sys.stderr.write(f"pulsetrace: health server not started: {exc}\n")
         return None, None, None

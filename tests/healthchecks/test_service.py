@@ -238,3 +238,24 @@ def test_a_probe_that_cannot_be_built_reports_down_with_the_reason() -> None:
     snapshot = asyncio.run(service.run_round())
     assert snapshot.probes["q"].status is Status.DOWN
     assert "cannot import no_such_pkg.mod" in snapshot.probes["q"].detail
+
+
+def test_inside_the_application_process_the_interpreter_settings_are_left_alone(tmp_path: Path) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        handle = start_in_thread(health_config([switch("db")], tmp_path), own_process=False)
+        try:
+            assert fetch(handle.port, "/health/live")[0] == 200
+            assert sys.getswitchinterval() == pytest.approx(0.005)  # the app's, untouched
+        finally:
+            handle.stop(1.0)
+        handle = start_in_thread(health_config([switch("db")], tmp_path))  # a process of the agent's own
+        try:
+            assert sys.getswitchinterval() < 0.005
+        finally:
+            handle.stop(1.0)
+    finally:
+        sys.setswitchinterval(before)
