@@ -229,17 +229,17 @@ def test_a_trace_links_to_the_xray_console_in_the_configured_region(filled: dict
 
 
 def test_open_alerts_from_the_store_are_on_the_health_page(tmp_path: Path) -> None:
-    import json as _json
-
-    from pulsetrace.alerts.book import _SCHEMA
+    from pulsetrace.alerts.book import AlertBook
+    from pulsetrace.alerts.engine import OpenAlert
+    from pulsetrace.alerts.model import Alert
 
     store = LocalStore(tmp_path / "store")
-    conn = store.connect()
-    conn.execute(_SCHEMA)
-    conn.execute("INSERT INTO alerts_open VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                 ("probe:db:down", "critical", "db is DOWN <script>window.__pwned=1</script>", "probe:db",
-                  time.time() - 90, _json.dumps("DOWN"), _json.dumps("UP"), _json.dumps(["oncall", "team"]),
-                  "firing", 0, 0, time.time()))
+    alert = Alert(key="probe:db:down", severity="critical", title="db is DOWN <script>window.__pwned=1</script>",
+                  service="shop", environment="test", source="probe:db", started=time.time() - 90,
+                  value="DOWN", threshold="UP")
+    # written the way the delivering process keeps them (the book), not with the table's columns by hand
+    assert AlertBook(store).save([OpenAlert(alert, first_seen=alert.started, sent_at=time.time(),
+                                            sent_severity="critical", channels=("oncall", "team"))])
     store.close()
     with ui_server("--store", str(tmp_path / "store")) as url:
         page = httpx.get(url + "/probes", timeout=60).text

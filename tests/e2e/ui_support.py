@@ -26,12 +26,19 @@ ROOT = Path(__file__).resolve().parents[2]
 _URL = re.compile(r"ui on (http://\S+/)")
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The test process's environment without AWS region settings an earlier test may have left in it:
+    a page's X-Ray console link depends on the region, which each test states itself."""
+    base = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    return {**base, **(extra or {})}
+
+
 @contextmanager
 def ui_server(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
     """``pulsetrace ui --listen 127.0.0.1:0 ARGS...``; yields its base URL; SIGTERM on exit (exit 0)."""
     proc = subprocess.Popen([sys.executable, "-m", "pulsetrace.cli.main", "ui", "--listen", "127.0.0.1:0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+                            env=_env(env))
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + timeout
