@@ -116,7 +116,7 @@ class HealthService:
         #: Extra ``/metrics`` text sources (:meth:`add_exposition`).
         self.expositions: list[Callable[[], str]] = []
         self.redactor = Redactor.from_config(cfg)
-        logfilter.install(self.redactor)
+        self._redacting_logs = False  # the drivers' log records are redacted from start/run_round to stop
         hc = cfg.health
         self.started_at = clock()
         self.startup_grace = hc.startup_grace
@@ -296,6 +296,7 @@ class HealthService:
         whose settings are left as they are. Raises OSError if the port is taken (nothing is left
         running then).
         """
+        self._redact_logs()
         with suppressed():  # the server's tasks inherit it; the probe loop's thread has its own
             if serve and own_process:
                 # This process answers health checks: a thread holding the GIL (a probe round, a
@@ -400,9 +401,20 @@ class HealthService:
         async def one(state: ProbeState) -> None:
             self.record(state.runner, await state.runner.run_once())
 
+        self._redact_logs()
         with suppressed():
             await asyncio.gather(*(one(s) for s in self.probes.values()))
         return self.snapshot()
+
+    def _redact_logs(self) -> None:
+        """From the first probe on, a driver's log record that echoes a secret is redacted (until :meth:`stop`).
+
+        Not at construction: the record factory is process-wide, and a service built and never
+        started or stopped must not leave it installed.
+        """
+        if not self._redacting_logs:
+            self._redacting_logs = True
+            logfilter.install(self.redactor)
 
     async def stop(self, timeout: float = 2.0) -> None:
         with suppressed():  # closing the probes' connections is probe traffic too
@@ -420,7 +432,9 @@ class HealthService:
             else:
                 await self._stop_probes(timeout)
             self._io.shutdown(wait=False)
-            logfilter.uninstall(self.redactor)
+            if self._redacting_logs:
+                self._redacting_logs = False
+                logfilter.uninstall(self.redactor)
 
     async def _stop_probes(self, timeout: float) -> None:
         if self._stop is not None:
