@@ -109,28 +109,31 @@ class _RedactingFactory:
 
 
 _filter = SecretLogFilter()
-_factory: _RedactingFactory | None = None
+#: Our factories still active, newest last. Usually one; another if a library replaced the record
+#: factory with one that no longer calls ours (a restore to what it saw before us).
+_factories: list[_RedactingFactory] = []
 _lock = threading.Lock()
 
 
 def install(redactor: Redactor) -> None:
-    global _factory
     _filter.add(redactor)
     with _lock:
-        if _factory is None:
-            _factory = _RedactingFactory(logging.getLogRecordFactory(), _filter)
-            logging.setLogRecordFactory(_factory)
+        current = logging.getLogRecordFactory()
+        if not _factories or current is not _factories[-1]:
+            # None of ours, or someone else's on top: put ours on top. If theirs still calls an
+            # older one of ours, a record is redacted twice, which changes nothing.
+            factory = _RedactingFactory(current, _filter)
+            _factories.append(factory)
+            logging.setLogRecordFactory(factory)
 
 
 def uninstall(redactor: Redactor) -> None:
-    global _factory
     if _filter.remove(redactor):
         with _lock:
-            factory, _factory = _factory, None
-            if factory is None:
-                return
-            factory.active = False
-            if logging.getLogRecordFactory() is factory:
-                logging.setLogRecordFactory(factory.previous)
-            # else another library wrapped ours meanwhile: pulling it out would drop theirs; ours
-            # stays in their chain as a pass-through.
+            for factory in reversed(_factories):
+                factory.active = False
+                if logging.getLogRecordFactory() is factory:
+                    logging.setLogRecordFactory(factory.previous)
+                # else another library wrapped ours meanwhile: pulling it out would drop theirs; ours
+                # stays in their chain as a pass-through.
+            _factories.clear()

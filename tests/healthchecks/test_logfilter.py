@@ -97,3 +97,21 @@ def test_a_factory_installed_over_ours_keeps_working_after_we_stop(capture: Capt
         assert seen[-1] == "asyncpg.pool" and capture.lines[-1].endswith(DSN)  # ours is a pass-through now
     finally:
         logging.setLogRecordFactory(logging.LogRecord)
+
+
+def test_a_factory_restored_from_under_ours_does_not_stop_the_next_service_redacting(capture: Capture) -> None:
+    original = logging.getLogRecordFactory()
+    first, second = Redactor([SECRET]), Redactor([SECRET])
+    logfilter.install(first)
+    # another library restores the factory it saw before ours (contrib's logging uninstrument does)
+    logging.setLogRecordFactory(original)
+    try:
+        logfilter.install(second)
+        logging.getLogger("asyncpg.pool").warning("connecting to %s", DSN)
+        assert SECRET not in capture.lines[-1]
+    finally:
+        logfilter.uninstall(first)
+        logfilter.uninstall(second)
+    assert logging.getLogRecordFactory() is original
+    logging.getLogger("asyncpg.pool").warning("connecting to %s", DSN)
+    assert capture.lines[-1].endswith(DSN)  # nothing of ours left
