@@ -11,19 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: A duration in seconds. In YAML: ``500ms``, ``15s``, ``2m``, ``1h``, ``7d`` or a number.
-Duration = float
+from pulsetrace.config.fields import Duration as Duration
+from pulsetrace.config.fields import _c
+from pulsetrace.config.schema_alerts import ALERT_MATCH_KEYS as ALERT_MATCH_KEYS
+from pulsetrace.config.schema_alerts import ALERT_SEVERITIES as ALERT_SEVERITIES
+from pulsetrace.config.schema_alerts import AlertChannelConfig as AlertChannelConfig
+from pulsetrace.config.schema_alerts import AlertRouteConfig as AlertRouteConfig
+from pulsetrace.config.schema_alerts import AlertsConfig as AlertsConfig
+from pulsetrace.config.schema_alerts import SilenceConfig as SilenceConfig
+from pulsetrace.config.schema_aws import AlbResource as AlbResource
+from pulsetrace.config.schema_aws import ApiGatewayResource as ApiGatewayResource
+from pulsetrace.config.schema_aws import AwsResourcesConfig as AwsResourcesConfig
+from pulsetrace.config.schema_aws import EcsResource as EcsResource
+from pulsetrace.config.schema_aws import ElastiCacheResource as ElastiCacheResource
+from pulsetrace.config.schema_aws import LambdaResource as LambdaResource
+from pulsetrace.config.schema_aws import RdsResource as RdsResource
 
 TIER_NAMES: tuple[str, ...] = ("critical", "business", "general", "health")
 # Exporter names, probe types and instrumentation names are not listed here: they are the keys
 # of their registries (pulsetrace.exporters, pulsetrace.healthchecks.registry,
 # pulsetrace.instrumentation.auto), which sit above this layer. Fields refer to them by the
 # name of the set (``choices="exporter"``); pulsetrace.validation supplies the sets.
-
-
-def _c(**meta: Any) -> Any:
-    """Field metadata shorthand."""
-    return meta
 
 
 @dataclass(frozen=True)
@@ -342,179 +350,9 @@ class CloudWatchConfig:
 
 
 @dataclass(frozen=True)
-class AlbResource:
-    """An Application Load Balancer (``AWS/ApplicationELB``); the ARN suffixes CloudWatch uses."""
-
-    load_balancer: str = ""       # app/NAME/ID
-    target_group: str = ""        # targetgroup/NAME/ID
-    #: HTTPCode_ELB_5XX + HTTPCode_Target_5XX as a percent of RequestCount (5 minutes).
-    error_5xx_percent: float = field(default=5.0, metadata=_c(min=0.0, max=100.0))
-    #: UnHealthyHostCount at or above this (per minute, 2 of 3 minutes).
-    unhealthy_hosts: int = field(default=1, metadata=_c(min=1))
-    #: TargetResponseTime p99 above this many milliseconds; 0: no alarm.
-    latency_ms: float = field(default=2000.0, metadata=_c(min=0.0))
-
-
-@dataclass(frozen=True)
-class RdsResource:
-    """An RDS instance or Aurora cluster (``AWS/RDS``)."""
-
-    instance: str = ""
-    cluster: str = ""
-    #: The engine's ``max_connections``: DatabaseConnections above ``connections_percent`` of it.
-    max_connections: int = field(default=100, metadata=_c(min=1))
-    connections_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
-    cpu_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
-    #: FreeStorageSpace below this many GiB (instances only); 0: no alarm.
-    free_storage_gb: float = field(default=5.0, metadata=_c(min=0.0))
-
-
-@dataclass(frozen=True)
-class EcsResource:
-    """An ECS service (``AWS/ECS``)."""
-
-    cluster: str = ""
-    service: str = ""
-    cpu_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
-    #: Consecutive minutes above ``cpu_percent`` before the alarm (the designs: 3).
-    cpu_periods: int = field(default=3, metadata=_c(min=1, max=100))
-    memory_percent: float = field(default=90.0, metadata=_c(min=0.0, max=100.0))
-
-
-@dataclass(frozen=True)
-class ElastiCacheResource:
-    """An ElastiCache (Redis) cluster (``AWS/ElastiCache``)."""
-
-    cluster: str = ""
-    memory_percent: float = field(default=80.0, metadata=_c(min=0.0, max=100.0))
-    #: Evictions per 5 minutes above this.
-    evictions: int = field(default=0, metadata=_c(min=0))
-    cpu_percent: float = field(default=75.0, metadata=_c(min=0.0, max=100.0))
-
-
-@dataclass(frozen=True)
-class LambdaResource:
-    """Lambda functions (``AWS/Lambda``)."""
-
-    functions: list[str] = field(default_factory=list)
-    #: Duration p99 above this many milliseconds (the designs: 10 s).
-    duration_ms: float = field(default=10_000.0, metadata=_c(min=1.0))
-    #: Errors, and Throttles, in 5 minutes above these.
-    errors: int = field(default=0, metadata=_c(min=0))
-    throttles: int = field(default=0, metadata=_c(min=0))
-
-
-@dataclass(frozen=True)
-class ApiGatewayResource:
-    """A REST API stage (``AWS/ApiGateway``, dimensions ApiName and Stage)."""
-
-    api_name: str = ""
-    stage: str = ""
-    error_5xx_percent: float = field(default=5.0, metadata=_c(min=0.0, max=100.0))
-    latency_ms: float = field(default=1000.0, metadata=_c(min=0.0))
-
-
-@dataclass(frozen=True)
-class AwsResourcesConfig:
-    """The AWS resources around the service: alarms on their AWS metrics and widgets on a dashboard."""
-
-    alb: AlbResource | None = None
-    rds: RdsResource | None = None
-    ecs: EcsResource | None = None
-    elasticache: ElastiCacheResource | None = None
-    lambda_: LambdaResource | None = field(default=None, metadata=_c(key="lambda"))
-    apigateway: ApiGatewayResource | None = None
-    #: The alert tier each resource's alarms go to.
-    tier: Literal["critical", "warning", "business"] = "warning"
-
-
-@dataclass(frozen=True)
 class MetricsConfig:
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
     aws_resources: AwsResourcesConfig = field(default_factory=AwsResourcesConfig)
-
-
-#: Alert severities, most urgent first (``critical`` pages, ``warning`` tickets).
-ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning", "business", "info")
-#: What a silence or a route may match on.
-ALERT_MATCH_KEYS: tuple[str, ...] = ("probe", "operation", "severity", "source", "sla", "key")
-
-
-@dataclass(frozen=True)
-class AlertChannelConfig:
-    """One place alerts go. Which keys a type reads: docs/alerts.md (``discord``/``slack``/``webhook``
-    ``url``; ``pagerduty`` ``routing_key`` (+ ``url``); ``sns`` ``topic_arn``)."""
-
-    name: str
-    type: str = field(default="webhook", metadata=_c(choices="alert_channel"))
-    #: The whole URL is a secret (a Discord or Slack webhook holds its token in the path).
-    url: str = field(default="", metadata=_c(secret=True, mask="path"))
-    routing_key: str = field(default="", metadata=_c(secret=True))
-    headers: dict[str, str] = field(default_factory=dict, metadata=_c(secret=True))
-    topic_arn: str = ""
-    region: str = ""
-    endpoint_url: str = ""
-    #: Requests per minute at most (0: the service's documented default, see docs/alerts.md).
-    rate_per_minute: float = field(default=0.0, metadata=_c(min=0.0, max=6000.0))
-    #: I/O timeout of one request.
-    timeout: Duration = field(default=5.0, metadata=_c(min=0.1, max=60.0))
-    #: Discord: the name the message is posted under.
-    username: str = ""
-
-
-@dataclass(frozen=True)
-class AlertRouteConfig:
-    """Every matching route delivers (an empty list matches anything)."""
-
-    channels: list[str] = field(default_factory=list)
-    severity: list[str] = field(default_factory=list, metadata=_c(choices=ALERT_SEVERITIES))
-    #: Glob patterns on the alert's probe, business operation or source (``probe:db``, ``sla:db``).
-    probe: list[str] = field(default_factory=list)
-    operation: list[str] = field(default_factory=list)
-    source: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SilenceConfig:
-    """Nothing is sent for an alert that matches while ``starts <= now < ends`` (ISO 8601 times)."""
-
-    match: dict[str, str] = field(default_factory=dict, metadata=_c(keys=ALERT_MATCH_KEYS))
-    starts: str = ""
-    ends: str = ""
-    comment: str = ""
-
-
-def _default_failure_rates() -> dict[str, float]:
-    # Percent of failed operations over ``failure_window``; the figures of docs/health.md.
-    return {"payment.create": 1.5, "order.create": 5.0, "rfid.verify": 1.0}
-
-
-@dataclass(frozen=True)
-class AlertsConfig:
-    channels: list[AlertChannelConfig] = field(default_factory=list)
-    routes: list[AlertRouteConfig] = field(default_factory=list)
-    #: How long a new alert waits for others to group with it before the first message.
-    group_wait: Duration = field(default=30.0, metadata=_c(min=0.0, max=3600.0))
-    #: An open alert is sent again after this long; an alert that resolves and fires again within it
-    #: is a flap and is folded into one grouped message.
-    repeat_interval: Duration = field(default=4 * 3600.0, metadata=_c(min=10.0, max=30 * 86400.0))
-    send_resolved: bool = True
-    silences: list[SilenceConfig] = field(default_factory=list)
-    #: Business operation → failure rate (percent) over ``failure_window`` that raises a business alert.
-    failure_rates: dict[str, float] = field(default_factory=_default_failure_rates, metadata=_c(min=0.0, max=100.0))
-    failure_window: Duration = field(default=300.0, metadata=_c(min=10.0, max=86400.0))
-    #: Fewer operations than this in the window never raise a failure-rate alert.
-    failure_min_samples: int = field(default=20, metadata=_c(min=1))
-    #: The agent's own spans or metrics dropped for longer than this: a warning.
-    drop_window: Duration = field(default=60.0, metadata=_c(min=1.0, max=86400.0))
-    #: How often business rates and the agent's drops are looked at.
-    evaluate_interval: Duration = field(default=15.0, metadata=_c(min=0.05, max=3600.0))
-    #: Runbook link put on every alert: ``{key}``, ``{source}``, ``{probe}``, ``{operation}`` are filled in.
-    runbook_url: str = ""
-    #: Bounded delivery queue (messages); a full queue drops and counts.
-    queue_size: int = field(default=256, metadata=_c(min=1, max=100_000))
-    #: A message not delivered within this long (retries and rate limits included) is dropped.
-    delivery_deadline: Duration = field(default=120.0, metadata=_c(min=1.0, max=86400.0))
 
 
 @dataclass(frozen=True)
