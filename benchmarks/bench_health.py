@@ -1,6 +1,6 @@
 """``/health`` from the snapshot vs a "Rex-style" handler that pings PostgreSQL and Redis per request.
 
-Both run on the same server stack (:class:`pulsetrace.http_server.HealthServer` on its own event
+Both run on the same server stack (:class:`pulsetrace.http.HealthServer` on its own event
 loop thread): ours answers from the probes' snapshot while the probes keep running (postgres
 and redis, every second); the peer awaits ``SELECT 1`` (asyncpg pool of 10) and ``PING``
 (redis pool) on every request, as health endpoints that check per request do. Load: ``wrk
@@ -101,7 +101,7 @@ def _start_peer(dsn: str, redis_url: str) -> tuple[_LoopThread, int, Callable[[]
     import asyncpg
     import redis.asyncio as redis
 
-    from pulsetrace.http_server import HealthServer, Request, Response, json_response
+    from pulsetrace.http import HealthServer, Request, Response, json_response
 
     lt = _LoopThread()
     state: dict[str, Any] = {}

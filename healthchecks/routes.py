@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pulsetrace.background import executor
-from pulsetrace.http_server import Request, Response, error, json_response
+from pulsetrace.http import Request, Response, error, json_response
 from pulsetrace.healthchecks.exposition import CONTENT_TYPE, render
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
 and impact tracker per probe, and the :class:`~pulsetrace.healthchecks.snapshot.SnapshotBoard`
 the endpoints answer from. The probes, their results, the SLA accounting, the snapshot and
 the history writes all run on a loop of their own (:class:`~pulsetrace.healthchecks.loop_thread.LoopThread`,
-``pulsetrace-probes``); the :class:`~pulsetrace.http_server.HealthServer` runs on the loop
+``pulsetrace-probes``); the :class:`~pulsetrace.http.HealthServer` runs on the loop
 that called :meth:`HealthService.start`. The two meet only at the board (one reference swapped
 per result) and the heartbeat book (a lock held for O(log n) per beat), so HTTP load can delay
 an answer but never a probe, and staleness is judged by the probe loop's own watchdog.
@@ -55,7 +55,7 @@ from pulsetrace.healthchecks.status import ProbeView, overall
 
 if TYPE_CHECKING:
     from pulsetrace.config.schema import Config, ProbeConfig
-    from pulsetrace.http_server import HealthServer
+    from pulsetrace.http import HealthServer
     from pulsetrace.healthchecks.routes import Routes
     from pulsetrace.selfmetrics import SelfMetrics
     from pulsetrace.store import LocalStore
@@ -303,7 +303,7 @@ class HealthService:
                 # heartbeat batch) hands it to the server within 1 ms, not Python's default 5 ms.
                 sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
             if serve:
-                from pulsetrace.http_server import HealthServer, ServerLimits, split_listen
+                from pulsetrace.http import HealthServer, ServerLimits, split_listen
                 from pulsetrace.healthchecks.routes import Routes
 
                 hc = self.cfg.health

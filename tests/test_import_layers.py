@@ -52,7 +52,7 @@ LAYERS: dict[str, int] = {
     # 1: storage, wire formats and the small seams the layers above meet at
     "pulsetrace.store": 1,
     "pulsetrace.xray": 1,
-    "pulsetrace.http_server": 1,
+    "pulsetrace.http": 1,
     "pulsetrace.instrumentation.hooks": 1,
     # 2: the features
     "pulsetrace.instrumentation": 2,

@@ -66,7 +66,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    from pulsetrace.http_server import split_listen
+    from pulsetrace.http import split_listen
     from pulsetrace.validation import load_config
 
     cfg = load_config(getattr(args, "config", None))

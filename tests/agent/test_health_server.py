@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pulsetrace.http_server import HealthServer, Request, Response, _RateLimitedLog, json_response
+from pulsetrace.http import HealthServer, Request, Response, json_response
+from pulsetrace.http.connection import _RateLimitedLog
 from pulsetrace.healthchecks.handle import HealthHandle, start_in_thread
 from tests.healthchecks import probes_for_tests as pft
 from tests.healthchecks.support import health_config

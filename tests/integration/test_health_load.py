@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pulsetrace.http_server import HealthServer, Request, Response, json_response
+from pulsetrace.http import HealthServer, Request, Response, json_response
 from pulsetrace.healthchecks.postgres_probe import PostgresProbe
 from pulsetrace.healthchecks.handle import start_in_thread
 from tests.healthchecks.support import hammer, health_config, probe_cfg, probe_context
