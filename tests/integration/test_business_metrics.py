@@ -158,8 +158,10 @@ def test_known_traffic_gives_exact_sums_over_two_workers_in_emf_and_no_email_or_
 def test_known_traffic_reaches_cloudwatch_through_put_metric_data(aws_env: dict[str, str], moto_server: MotoServer,
                                                                   tmp_path: Path) -> None:
     namespace = f"PulseTraceBiz/{uuid.uuid4().hex[:8]}"
+    # moto can take seconds to parse a body on a busy machine: a call it answered after the client gave
+    # up would be sent again and counted twice (CloudWatch has no idempotent put), so a generous timeout
     cfg = config(tmp_path, {"mode": "api", "namespace": namespace, "endpoint_url": moto_server.url,
-                            "region": "us-east-1"})
+                            "region": "us-east-1", "timeout": "30s"})
     service = run_service(tmp_path, cfg, env=aws_env)
     cw = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_server.url)
 
