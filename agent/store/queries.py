@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulsetrace.store.rows import StoredSpan, row_to_span
 
@@ -20,8 +20,8 @@ COLUMNS = ("trace_id, span_id, parent_span_id, name, kind, service, start, end, 
 class SpanQueries:
     """The read side of the store. Subclasses provide :meth:`connect` (one connection per thread)."""
 
-    def connect(self) -> sqlite3.Connection:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the store class this is mixed into
+        def connect(self) -> sqlite3.Connection: ...
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor | None:
         """Run a query; ``None`` when the store's tables do not exist yet (a writer is creating them)."""

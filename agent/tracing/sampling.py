@@ -41,7 +41,7 @@ from pulsetrace.forking import on_fork_in_child
 from pulsetrace.selfmetrics import SelfMetrics
 from pulsetrace.tracing.xray_rules import XRayRule, load_xray_rules
 
-__all__ = ["Bucket", "TieredSampler", "XRayRule", "build_sampler", "glob_matcher", "load_xray_rules"]
+__all__ = ["Bucket", "TieredSampler", "XRayRule", "build_sampler", "glob_matcher", "load_xray_rules", "request_fields"]
 
 _log = logging.getLogger("pulsetrace.sampling")
 
@@ -256,6 +256,20 @@ def _tier_configs(sampling: SamplingConfig) -> dict[str, TierConfig]:
     return tiers
 
 
+def request_fields(attrs: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(method, path, host)`` of a server span's start attributes (new or old semantic conventions)."""
+    method = attrs.get("http.request.method") or attrs.get("http.method") or ""
+    path = attrs.get("url.path")
+    if path is None:
+        target = attrs.get("http.target") or ""
+        path = target.split("?", 1)[0] if isinstance(target, str) else ""
+    host = attrs.get("server.address")
+    if host is None:
+        raw = attrs.get("http.host") or ""
+        host = raw.rsplit(":", 1)[0] if isinstance(raw, str) and ":" in raw else raw
+    return str(method)[:MAX_MATCH_CHARS], str(path)[:MAX_MATCH_CHARS], str(host)[:MAX_MATCH_CHARS]
+
+
 class TieredSampler(Sampler):
     """Tiers with reservoirs, rules first-match-wins, parent-based for children.
 
@@ -328,25 +342,8 @@ class TieredSampler(Sampler):
                 return declared
         if not self._rules:
             return self._default
-        method = attrs.get("http.request.method") or attrs.get("http.method") or ""
-        path = attrs.get("url.path")
-        if path is None:
-            target = attrs.get("http.target") or ""
-            path = target.split("?", 1)[0] if isinstance(target, str) else ""
-        host = attrs.get("server.address")
-        if host is None:
-            raw_host = attrs.get("http.host") or ""
-            host = raw_host.rsplit(":", 1)[0] if isinstance(raw_host, str) and ":" in raw_host else raw_host
-        if not isinstance(method, str):
-            method = str(method)
-        if not isinstance(path, str):
-            path = str(path)
-        if not isinstance(host, str):
-            host = str(host)
         # Cut before matching: the cost of a decision must not grow with what a client sends.
-        method = method[:MAX_MATCH_CHARS]
-        path = path[:MAX_MATCH_CHARS]
-        host = host[:MAX_MATCH_CHARS]
+        method, path, host = request_fields(attrs)
         name = name[:MAX_MATCH_CHARS]
         key = ""
         for segment in self._segments:

@@ -40,7 +40,15 @@ from typing import Any
 
 from pulsetrace.config.schema import XRayRemoteConfig
 from pulsetrace.forking import on_fork_in_child
-from pulsetrace.tracing.sampling import MAX_MATCH_CHARS, RULE_ATTR, TIER_ATTR, Bucket, Matcher, _Rule, glob_matcher
+from pulsetrace.tracing.sampling import (
+    RULE_ATTR,
+    TIER_ATTR,
+    Bucket,
+    Matcher,
+    _Rule,
+    glob_matcher,
+    request_fields,
+)
 
 __all__ = ["DEFAULT_RULE", "RemoteRule", "RemoteSampling", "Target", "request_fields", "service_type_from_env"]
 
@@ -105,20 +113,6 @@ class Target:
         return cls(rule_name=str(doc["RuleName"]), fixed_rate=float(doc.get("FixedRate", 0.0)),
                    quota=int(quota) if quota is not None else None,
                    quota_ttl=float(ttl) if ttl is not None else None)
-
-
-def request_fields(attrs: Mapping[str, Any]) -> tuple[str, str, str]:
-    """``(method, path, host)`` of a server span's start attributes (new or old semantic conventions)."""
-    method = attrs.get("http.request.method") or attrs.get("http.method") or ""
-    path = attrs.get("url.path")
-    if path is None:
-        target = attrs.get("http.target") or ""
-        path = target.split("?", 1)[0] if isinstance(target, str) else ""
-    host = attrs.get("server.address")
-    if host is None:
-        raw = attrs.get("http.host") or ""
-        host = raw.rsplit(":", 1)[0] if isinstance(raw, str) and ":" in raw else raw
-    return str(method)[:MAX_MATCH_CHARS], str(path)[:MAX_MATCH_CHARS], str(host)[:MAX_MATCH_CHARS]
 
 
 def service_type_from_env(env: Mapping[str, str] | None = None) -> str:
