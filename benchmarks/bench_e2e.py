@@ -62,9 +62,16 @@ from typing import Any
 
 import yaml
 
+from benchmarks.e2e_load import (
+    WrkResult,
+    post_script,
+    process_rss_bytes,
+    run_wrk,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+)
+from benchmarks.harness import Comparison, tool
 from pulsetrace.demo.local_servers import PostgresServer, RedisServer, free_port, wait_port
-from benchmarks.e2e_load import WrkResult, post_script, process_rss_bytes, run_wrk, tree_cpu_seconds, tree_rss_bytes
-from benchmarks.harness import Comparison
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"item": "book", "amount": 499.0, "method": "upi"})
@@ -163,9 +170,7 @@ def _pulsetrace_config(path: Path, store: Path, *, all_sampled: bool, udp_port: 
 
 def build_variants(workdir: Path, dsn: str, redis_url: str, downstream: str) -> list[Variant]:
     base = {**_base_env(), "BENCH_DB_DSN": dsn, "BENCH_REDIS_URL": redis_url, "BENCH_DOWNSTREAM_URL": downstream}
-    oi = shutil.which("opentelemetry-instrument")
-    if oi is None:
-        raise RuntimeError("opentelemetry-instrument is not installed (pip install '.[dev]')")
+    oi = tool("opentelemetry-instrument")
     variants: list[Variant] = []
     port = free_port()
     variants.append(Variant("bare", "uninstrumented", _uvicorn(port), {**base, "BENCH_MODE": "none"}, port))

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.bench_e2e import Variant, _base_env, _med, _peer, _spawn, _stop
+from benchmarks.bench_e2e import Variant, _base_env, _med, _peer, _stop
 from benchmarks.e2e_load import run_wrk, tree_cpu_seconds
-from benchmarks.harness import Comparison
+from benchmarks.harness import Comparison, tool
 from pulsetrace.demo.local_servers import PostgresServer, free_port, wait_port
 
 CONNECTIONS = 4
@@ -108,7 +108,7 @@ def build_variants(workdir: Path, root: Path, env: dict[str, str]) -> list[Varia
     variants.append(Variant("ptdefault", "pulsetrace default tiers",
                             [sys.executable, "-m", "pulsetrace.cli.main", "run", "--config", str(cfg), "--",
                              *_gunicorn(port)], base, port))
-    oi = shutil.which("opentelemetry-instrument") or str(Path(sys.executable).parent / "opentelemetry-instrument")
+    oi = tool("opentelemetry-instrument")
     port, sink = free_port(), free_port()
     variants.append(Variant("otel", "upstream OTel (defaults)", [oi, *_gunicorn(port)],
                             {**base, "OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator",

@@ -14,10 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-
 from pathlib import Path
 
-from benchmarks.harness import Comparison
+from benchmarks.harness import Comparison, tool
 from pulsetrace.demo.local_servers import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +42,7 @@ def run(quick: bool) -> list[Comparison]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PULSETRACE_"))}
     env["PULSETRACE_STORE"] = os.path.join(cwd, "store")
     ours = [sys.executable, "-m", "pulsetrace.cli.main", "run", "--", sys.executable, "-c", "pass"]
-    oi = shutil.which("opentelemetry-instrument")
-    if oi is None:
-        raise RuntimeError("opentelemetry-instrument is not installed (pip install '.[dev]')")
+    oi = tool("opentelemetry-instrument")
     upstream = [oi, sys.executable, "-c", "pass"]
     # Upstream's default exporters send OTLP at exit: a local endpoint accepts it, as a collector would
     # (without one, each run would wait out the exporters' retries instead of measuring start-up).

@@ -8,10 +8,13 @@ over rounds, with the spread), checked against the goal the issue set.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -50,6 +53,18 @@ class Comparison:
         if self.goal is None:
             return "report"
         return f"{self.goal[0]} {self.goal[1]:g}×"
+
+
+def tool(name: str) -> str:
+    """The path of a command installed with this interpreter (``.venv/bin``), else on ``PATH``.
+
+    ``.venv/bin/python -m benchmarks`` works without activating the environment.
+    """
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (pip install '.[dev]')")
+    return found
 
 
 def time_per_op(fn: Callable[[], object], n: int) -> float:
