@@ -76,6 +76,11 @@ AttributesStep = Callable[[int | None, Mapping[str, Any]], dict[str, Any] | None
 # Key actions.
 _PLAIN, _SECRET, _PII, _HASH, _SQL, _KEEP = range(6)
 
+#: Statements remembered with their scrubbed text (an ORM sends the same few statements with
+#: placeholders on every request): at most this many, each at most this long.
+_SQL_MEMO_ENTRIES = 1024
+_SQL_MEMO_CHARS = 4096
+
 
 class PiiScrubber:
     """``ReadableSpan`` → scrubbed ``ReadableSpan`` (the same object when nothing needed scrubbing)."""
@@ -93,6 +98,8 @@ class PiiScrubber:
         self._actions: dict[str, int] = {}
         #: Short strings already found clean (bounded; never holds a string that needed scrubbing).
         self._clean: set[str] = set()
+        #: Statement → its sanitized and scrubbed text (bounded; the result depends on the statement alone).
+        self._sql_done: dict[str, str] = {}
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -137,8 +144,7 @@ class PiiScrubber:
             return self.hash_value(value)
         if action == _SQL:
             if isinstance(value, str):
-                # Cut first: the sanitizer treats a literal left open by the cut as running to the end.
-                return self._text(sanitize_sql(value[:MAX_SCRUB_CHARS + SCRUB_OVERLAP]))
+                return self._sql(value)
             return value
         if action == _KEEP:
             return value
@@ -149,6 +155,19 @@ class PiiScrubber:
                 return tuple(REDACTED if isinstance(v, (str, bytes)) and v else v for v in value)
             return value
         return REDACTED  # _PII: whatever the type
+
+    def _sql(self, statement: str) -> str:
+        """A statement with its literals replaced and the text rules applied, remembered for the next span."""
+        done = self._sql_done.get(statement)
+        if done is not None:
+            return done
+        # Cut first: the sanitizer treats a literal left open by the cut as running to the end.
+        done = self._text(sanitize_sql(statement[:MAX_SCRUB_CHARS + SCRUB_OVERLAP]))
+        if len(statement) <= _SQL_MEMO_CHARS:
+            if len(self._sql_done) >= _SQL_MEMO_ENTRIES:
+                self._sql_done.clear()  # many distinct statements (literals inlined): start over, stay bounded
+            self._sql_done[statement] = done
+        return done
 
     def attributes(self, attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """Scrubbed copy of ``attrs``, or ``None`` when nothing changed."""

@@ -138,6 +138,26 @@ def test_sql_statements_are_sanitized() -> None:
     assert a["db.query.text"] == "UPDATE c SET pan = ?"
 
 
+def test_a_statement_seen_again_is_scrubbed_the_same_and_the_memo_stays_bounded() -> None:
+    from pulsetrace.instrumentation import pii
+
+    scrubber = PiiScrubber()
+    statement = "SELECT * FROM u WHERE email = 'bob@x.io' AND token = 'hunter2'"
+    first = scrubber.attributes({"db.statement": statement})
+    again = scrubber.attributes({"db.statement": statement})
+    assert first == again == PiiScrubber().attributes({"db.statement": statement})
+    assert first is not None and "bob@x.io" not in str(first) and "hunter2" not in str(first)
+    assert first["db.statement"].startswith("SELECT * FROM u WHERE email = ? AND token = ")
+    # Literals inlined make every statement new: the memo starts over instead of growing.
+    for i in range(pii._SQL_MEMO_ENTRIES * 3):
+        out = scrubber.attributes({"db.statement": f"SELECT * FROM c WHERE pan = '4111111111111111' AND n = {i}"})
+        assert out == {"db.statement": "SELECT * FROM c WHERE pan = ? AND n = ?"}
+    assert len(scrubber._sql_done) <= pii._SQL_MEMO_ENTRIES
+    long = "SELECT 1 FROM t WHERE a = 'bob@x.io' /*" + "x" * pii._SQL_MEMO_CHARS + "*/"
+    assert scrubber.attributes({"db.statement": long}) == PiiScrubber().attributes({"db.statement": long})
+    assert long not in scrubber._sql_done
+
+
 def test_names_events_exceptions_links_and_status_are_scrubbed() -> None:
     span = make_span("lookup bob@example.com", {"note": "card 4111 1111 1111 1111"},
                      event={"detail": "call +91 98765 43210"},
