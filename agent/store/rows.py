@@ -52,6 +52,22 @@ def _attrs(mapping: Any) -> str:
     return json.dumps({str(k): _clean(v) for k, v in mapping.items()}, separators=(",", ":"), ensure_ascii=True)  # a lone surrogate must not fail the batch
 
 
+#: The last resource written and its (service name, JSON text): a process's spans share one resource
+#: object, so its attributes are encoded once, not once per span.
+_LAST_RESOURCE: tuple[object, str, str] | None = None
+
+
+def _resource_text(resource: Any) -> tuple[str, str]:
+    global _LAST_RESOURCE
+    last = _LAST_RESOURCE
+    if last is not None and last[0] is resource:
+        return last[1], last[2]
+    attributes = resource.attributes if resource is not None else {}
+    service, text = str(attributes.get("service.name", "unknown_service")), _attrs(attributes)
+    _LAST_RESOURCE = (resource, service, text)  # holds the object, so its id is not reused meanwhile
+    return service, text
+
+
 def span_row(span: Any, now: float) -> tuple[Any, ...]:
     """One ``spans`` row from an OpenTelemetry ``ReadableSpan``."""
     ctx = span.context
@@ -60,14 +76,14 @@ def span_row(span: Any, now: float) -> tuple[Any, ...]:
     events = [{"name": e.name, "time": e.timestamp / 1e9, "attributes": json.loads(_attrs(e.attributes))}
               for e in span.events]
     links = [{"trace_id": f"{ln.context.trace_id:032x}", "span_id": f"{ln.context.span_id:016x}"} for ln in span.links]
-    resource = span.resource.attributes if span.resource is not None else {}
+    service, resource = _resource_text(span.resource)
     end = span.end_time if span.end_time is not None else span.start_time
     return (
         f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{parent.span_id:016x}" if parent else None,
-        span.name, span.kind.name.lower(), str(resource.get("service.name", "unknown_service")),
+        span.name, span.kind.name.lower(), service,
         span.start_time / 1e9, end / 1e9, status, span.status.description,
-        _attrs(span.attributes), json.dumps(events, ensure_ascii=True, default=str), _attrs(resource),
-        json.dumps(links), span.instrumentation_scope.name if span.instrumentation_scope else "",
+        _attrs(span.attributes), json.dumps(events, ensure_ascii=True, default=str) if events else "[]", resource,
+        json.dumps(links) if links else "[]", span.instrumentation_scope.name if span.instrumentation_scope else "",
         1 if parent is not None and parent.is_remote else 0, now,
     )
 

@@ -36,6 +36,18 @@ def test_spans_round_trip_with_ids_parents_status_and_attributes(tmp_path: Path)
     assert abs(int(trace_id[:8], 16) - time.time()) < 600  # X-Ray-compatible ids: epoch seconds first
 
 
+def test_spans_of_two_services_written_interleaved_keep_their_own_service_and_resource(tmp_path: Path) -> None:
+    # The writer encodes a resource once and reuses it while the next span shares it: interleaving
+    # two services' spans (two resources) must never give a span the other's.
+    store = LocalStore(tmp_path / "st")
+    a, b = make_spans(3, service="shop-api"), make_spans(3, service="billing")
+    store.write_spans([a[0], b[0], b[1], a[1], a[2], b[2]])
+    for spans, service in ((a, "shop-api"), (b, "billing")):
+        for span in spans:
+            got = store.trace_spans(f"{span.context.trace_id:032x}")
+            assert [(s.service, s.resource["service.name"]) for s in got] == [(service, service)]
+
+
 def test_writing_a_span_twice_keeps_one_row(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     spans = make_spans(5)
