@@ -16,7 +16,7 @@ fi
 PYTHON="$py" bash scripts/typecheck.sh  # mypy --strict on the pulsetrace namespace
 
 status=0
-"$py" -m pytest -m "not slow" -p no:cacheprovider -q "$@" || status=$?
+"$py" -m pytest -m "not slow" -p no:cacheprovider -q --durations=15 "$@" || status=$?
 if [ "$status" = 5 ]; then
   echo "test.sh: pytest collected no tests (exit 5): that is a failure here" >&2
   exit 1
