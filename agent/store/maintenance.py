@@ -15,9 +15,11 @@ and tried again at the next one. Never runs on the request path nor on the expor
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
+import weakref
 
 from pulsetrace.background import start_worker
 from pulsetrace.selfmetrics import SelfMetrics
@@ -30,6 +32,40 @@ __all__ = ["QUICK_CHECK_MAX_BYTES", "StoreMaintainer"]
 QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024
 
 _log = logging.getLogger("pulsetrace.store")
+
+#: How long a fork() waits for a running pass to end before it goes ahead anyway.
+FORK_WAIT_S = 2.0
+#: Started maintainers, for the fork hooks: a pass runs inside SQLite, whose own mutexes a child
+#: forked in the middle of it would find held forever (its first write would hang), so fork()
+#: waits for the pass to end and no pass starts until fork() has returned.
+_LIVE: weakref.WeakSet[StoreMaintainer] = weakref.WeakSet()
+_fork_hooks_installed = False
+
+
+def _before_fork() -> None:
+    for maintainer in list(_LIVE):
+        maintainer._held_for_fork = maintainer._pass_lock.acquire(timeout=FORK_WAIT_S)
+
+
+def _after_fork_in_parent() -> None:
+    for maintainer in list(_LIVE):
+        if maintainer._held_for_fork:
+            maintainer._held_for_fork = False
+            maintainer._pass_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for maintainer in list(_LIVE):  # the worker thread is gone; LocalStoreExporter.after_fork starts a new one
+        maintainer._pass_lock = threading.Lock()
+        maintainer._held_for_fork = False
+
+
+def _install_fork_hooks() -> None:
+    global _fork_hooks_installed
+    if not _fork_hooks_installed and hasattr(os, "register_at_fork"):
+        _fork_hooks_installed = True
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
 
 
 class StoreMaintainer:
@@ -45,12 +81,17 @@ class StoreMaintainer:
         self._thread: threading.Thread | None = None
         #: Passes completed (for tests and ``pulsetrace status``-style diagnostics).
         self.passes = 0
+        #: Held while a pass runs in SQLite, and by fork() (see :data:`_LIVE`).
+        self._pass_lock = threading.Lock()
+        self._held_for_fork = False
 
     def start(self) -> StoreMaintainer:
         """Start the worker (once); the writer then only wakes it when a prune is due."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self.store.prune_due = self.wake
+            _install_fork_hooks()
+            _LIVE.add(self)
             self._thread = start_worker("pulsetrace-store-maintenance", self._run)
         return self
 
@@ -75,17 +116,21 @@ class StoreMaintainer:
         self.store.prune_due = None
 
     def _run(self) -> None:
-        self._startup()
-        self.store.close()
+        with self._pass_lock:
+            self._startup()
+            self.store.close()
         while not self._stop.is_set():
             self._idle.set()
             self._wake.wait(self.interval_s)
             self._wake.clear()
             self._idle.clear()
-            self._pass()
-            self.store.close()  # between passes the worker holds no file open
-        self._pass()  # the last one, at shutdown
-        self.store.close()
+            with self._pass_lock:
+                self._pass()
+                self.store.close()  # between passes the worker holds no file open
+        with self._pass_lock:
+            self._pass()  # the last one, at shutdown
+            self.store.close()
+        _LIVE.discard(self)
         self._idle.set()
 
     def _startup(self) -> None:
